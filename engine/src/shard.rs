@@ -1,0 +1,509 @@
+//! A shard: segments, the id map and the WAL of one slice of a collection. A shard is owned by
+//! exactly one worker thread and is never shared, so nothing in it is locked.
+//!
+//! On disk:
+//! ```text
+//! <shard>/shard.json                 current generation, version, segment list (the commit point)
+//! <shard>/wal-<generation>.log       operations since that generation was committed
+//! <shard>/segments/<id>/             sealed segments (see segment.rs)
+//! <shard>/segments/<id>/deleted-<generation>.bits
+//! ```
+//!
+//! Crash safety of sealing (a checkpoint): the appendable segment is written to
+//! `segments/<id>.tmp`, fsync'd and renamed; changed deletion bitsets are written under the new
+//! generation's name; an empty `wal-<new>.log` is created; then `shard.json` is replaced
+//! atomically. Until that rename the old `shard.json` still names the old WAL, which holds every
+//! operation the new files contain, so a crash anywhere before it recovers the old state and
+//! replays; after it, the new state is complete. Files no generation references are removed at
+//! the next open.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::bitset::BitSet;
+use crate::error::{EngineError, Result};
+use crate::filter::Filter;
+use crate::fsutil;
+use crate::kernels;
+use crate::search::{QueryVector, RankedHit, ScrollRequest, SearchRequest};
+use crate::segment::{DenseQuery, Segment, segment_dir_name};
+use crate::topk::{Hit, TopK};
+use crate::types::{CollectionConfig, Payload, PointId, Record, ScoredPoint, WithPayload, WithVector};
+use crate::wal::{PointWrite, Wal, WalOp};
+
+const STATE_FILE: &str = "shard.json";
+const STATE_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegmentRef {
+    id: u64,
+    deleted: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShardState {
+    format_version: u32,
+    generation: u64,
+    version: u64,
+    next_segment_id: u64,
+    segments: Vec<SegmentRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    seg: u32,
+    off: u32,
+}
+
+/// Counters reported by collection info.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    /// Live points.
+    pub points: usize,
+    /// Segments, the appendable one included.
+    pub segments: usize,
+}
+
+/// One shard (see the module docs).
+pub struct Shard {
+    dir: PathBuf,
+    config: Arc<CollectionConfig>,
+    /// Sealed segments, then the appendable one last.
+    segments: Vec<Segment>,
+    /// Deletion file of each sealed segment, parallel to `segments`.
+    deleted_files: Vec<Option<String>>,
+    id_map: BTreeMap<PointId, Loc>,
+    wal: Wal,
+    generation: u64,
+    version: u64,
+    next_segment_id: u64,
+}
+
+fn wal_name(generation: u64) -> String {
+    format!("wal-{generation}.log")
+}
+
+impl Shard {
+    /// Opens the shard in `dir` (creating it when empty) and replays its WAL.
+    pub fn open(dir: &Path, config: Arc<CollectionConfig>) -> Result<Shard> {
+        fs::create_dir_all(dir.join("segments"))?;
+        let state_path = dir.join(STATE_FILE);
+        let state: ShardState = match fs::read(&state_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| EngineError::Corrupted(format!("{}: {e}", state_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = ShardState { format_version: STATE_FORMAT_VERSION, generation: 0, version: 0, next_segment_id: 1, segments: vec![] };
+                fsutil::atomic_write(&state_path, &serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?)?;
+                s
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if state.format_version != STATE_FORMAT_VERSION {
+            return Err(EngineError::Corrupted(format!("{}: unsupported format version {}", state_path.display(), state.format_version)));
+        }
+        remove_unreferenced(dir, &state)?;
+        let mut segments = Vec::new();
+        let mut deleted_files = Vec::new();
+        for r in &state.segments {
+            let seg_dir = dir.join("segments").join(segment_dir_name(r.id));
+            let deleted = match &r.deleted {
+                Some(name) => Some(
+                    BitSet::from_bytes(&fs::read(seg_dir.join(name))?)
+                        .ok_or_else(|| EngineError::Corrupted(format!("{}: malformed deletion bitset", seg_dir.join(name).display())))?,
+                ),
+                None => None,
+            };
+            segments.push(Segment::open_sealed(&seg_dir, &config, deleted)?);
+            deleted_files.push(r.deleted.clone());
+        }
+        segments.push(Segment::new_appendable(state.next_segment_id, &config));
+        let (wal, replay) = Wal::open(&dir.join(wal_name(state.generation)))?;
+        let mut shard = Shard {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            deleted_files,
+            id_map: BTreeMap::new(),
+            wal,
+            generation: state.generation,
+            version: state.version,
+            next_segment_id: state.next_segment_id,
+        };
+        for (si, seg) in shard.segments.iter_mut().enumerate() {
+            for (off, id) in seg.live_ids().collect::<Vec<_>>() {
+                // An id live in two sealed segments cannot be produced by this engine; if a
+                // damaged state shows one anyway, the newer segment wins.
+                if let Some(old) = shard.id_map.insert(id, Loc { seg: si as u32, off: off as u32 }) {
+                    tracing::warn!(%id, "point live in two segments; keeping the newer");
+                    let _ = old;
+                }
+            }
+        }
+        let replayed = replay.records.len();
+        for (version, op) in replay.records {
+            shard.apply(version, op)?;
+            shard.version = shard.version.max(version);
+        }
+        if replayed > 0 {
+            tracing::debug!(shard = %dir.display(), replayed, "WAL replayed");
+        }
+        Ok(shard)
+    }
+
+    /// Live points and segment count.
+    pub fn stats(&self) -> ShardStats {
+        ShardStats { points: self.id_map.len(), segments: self.segments.len() }
+    }
+
+    /// The configuration this shard was opened with.
+    pub fn config(&self) -> &Arc<CollectionConfig> {
+        &self.config
+    }
+
+    fn appendable_idx(&self) -> u32 {
+        (self.segments.len() - 1) as u32
+    }
+
+    fn check_exist(&self, ids: &[PointId]) -> Result<()> {
+        match ids.iter().find(|id| !self.id_map.contains_key(id)) {
+            Some(id) => Err(EngineError::PointNotFound(*id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs and applies one operation. The record is in the WAL (not yet fsync'd: the worker
+    /// syncs per batch) before memory changes. Seals when the appendable segment is full.
+    pub fn write(&mut self, op: WalOp) -> Result<()> {
+        match &op {
+            WalOp::SetPayload { ids, .. } | WalOp::OverwritePayload { ids, .. } | WalOp::DeletePayloadKeys { ids, .. } | WalOp::ClearPayload(ids) => {
+                self.check_exist(ids)?
+            }
+            WalOp::Upsert(_) | WalOp::Delete(_) => {}
+        }
+        let version = self.version + 1;
+        self.wal.append(version, &op)?;
+        self.version = version;
+        self.apply(version, op)?;
+        if self.segments.last().is_some_and(|s| s.len() >= self.config.segment_max_points) {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Makes logged operations durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.wal.sync()
+    }
+
+    /// True when logged operations are not yet durable.
+    pub fn needs_sync(&self) -> bool {
+        self.wal.is_dirty()
+    }
+
+    fn put(&mut self, version: u64, id: PointId, vectors: &BTreeMap<String, crate::types::VectorData>, payload: Payload) {
+        if let Some(old) = self.id_map.get(&id) {
+            self.segments[old.seg as usize].delete(old.off as usize);
+        }
+        let seg = self.appendable_idx();
+        let off = self.segments.last_mut().expect("appendable segment").push(id, version, vectors, payload);
+        self.id_map.insert(id, Loc { seg, off });
+    }
+
+    fn rewrite_payload(&mut self, version: u64, ids: &[PointId], f: impl Fn(&mut Payload)) -> Result<()> {
+        for id in ids {
+            let Some(loc) = self.id_map.get(id).copied() else { continue };
+            let seg = &self.segments[loc.seg as usize];
+            let mut payload = seg.payload(loc.off as usize)?.into_owned();
+            let vectors = seg.vectors(loc.off as usize);
+            f(&mut payload);
+            self.put(version, *id, &vectors, payload);
+        }
+        Ok(())
+    }
+
+    /// Applies an operation to memory (live writes and WAL replay share this path).
+    fn apply(&mut self, version: u64, op: WalOp) -> Result<()> {
+        match op {
+            WalOp::Upsert(points) => {
+                for PointWrite { id, vectors, payload } in points {
+                    self.put(version, id, &vectors, payload);
+                }
+            }
+            WalOp::Delete(ids) => {
+                for id in ids {
+                    if let Some(loc) = self.id_map.remove(&id) {
+                        self.segments[loc.seg as usize].delete(loc.off as usize);
+                    }
+                }
+            }
+            WalOp::SetPayload { ids, payload, key } => self.rewrite_payload(version, &ids, |p| set_payload(p, &payload, key.as_deref()))?,
+            WalOp::OverwritePayload { ids, payload } => self.rewrite_payload(version, &ids, |p| *p = payload.clone())?,
+            WalOp::DeletePayloadKeys { ids, keys } => self.rewrite_payload(version, &ids, |p| keys.iter().for_each(|k| delete_path(p, k)))?,
+            WalOp::ClearPayload(ids) => self.rewrite_payload(version, &ids, |p| p.clear())?,
+        }
+        Ok(())
+    }
+
+    /// Seals the appendable segment and persists deletions: a checkpoint (see the module docs).
+    pub fn seal(&mut self) -> Result<()> {
+        let app = self.segments.last().expect("appendable segment");
+        let any_deleted_dirty = self.segments[..self.segments.len() - 1].iter().any(|s| s.deleted_dirty);
+        if app.is_empty() && !any_deleted_dirty {
+            return Ok(());
+        }
+        let new_gen = self.generation + 1;
+        let seg_root = self.dir.join("segments");
+        let mut next_segment_id = self.next_segment_id;
+        let mut sealed_new = None;
+        if app.live_count() > 0 {
+            let id = next_segment_id;
+            next_segment_id += 1;
+            let final_dir = seg_root.join(segment_dir_name(id));
+            let tmp = fsutil::tmp_path(&final_dir);
+            fsutil::remove_any(&tmp)?;
+            if let Err(e) = app.write_sealed(id, &tmp) {
+                let _ = fsutil::remove_any(&tmp);
+                return Err(e);
+            }
+            fs::rename(&tmp, &final_dir)?;
+            fsutil::fsync_dir(&seg_root)?;
+            sealed_new = Some(Segment::open_sealed(&final_dir, &self.config, None)?);
+        }
+        let mut deleted_files = self.deleted_files.clone();
+        for (i, seg) in self.segments[..self.segments.len() - 1].iter().enumerate() {
+            if seg.deleted_dirty {
+                let name = format!("deleted-{new_gen}.bits");
+                fsutil::atomic_write(&seg.directory().expect("sealed").join(&name), &seg.deleted().to_bytes())?;
+                deleted_files[i] = Some(name);
+            }
+        }
+        let new_wal_path = self.dir.join(wal_name(new_gen));
+        fsutil::remove_any(&new_wal_path)?;
+        let (new_wal, _) = Wal::open(&new_wal_path)?;
+        fsutil::fsync_dir(&self.dir)?;
+        let mut refs: Vec<SegmentRef> =
+            self.segments[..self.segments.len() - 1].iter().zip(&deleted_files).map(|(s, d)| SegmentRef { id: s.id, deleted: d.clone() }).collect();
+        if let Some(s) = &sealed_new {
+            refs.push(SegmentRef { id: s.id, deleted: None });
+        }
+        let state = ShardState { format_version: STATE_FORMAT_VERSION, generation: new_gen, version: self.version, next_segment_id, segments: refs };
+        fsutil::atomic_write(&self.dir.join(STATE_FILE), &serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?)?;
+
+        // Committed: switch memory over to the new generation.
+        let old_wal = std::mem::replace(&mut self.wal, new_wal);
+        self.segments.pop();
+        for seg in self.segments.iter_mut() {
+            seg.deleted_dirty = false;
+        }
+        if let Some(seg) = sealed_new {
+            let si = self.segments.len() as u32;
+            for (off, id) in seg.live_ids() {
+                self.id_map.insert(id, Loc { seg: si, off: off as u32 });
+            }
+            self.segments.push(seg);
+            deleted_files.push(None);
+        }
+        self.deleted_files = deleted_files;
+        self.segments.push(Segment::new_appendable(next_segment_id, &self.config));
+        self.generation = new_gen;
+        self.next_segment_id = next_segment_id;
+        let _ = fs::remove_file(old_wal.path());
+        if let Err(e) = remove_unreferenced(&self.dir, &state) {
+            tracing::warn!(error = %e, "could not remove files of an older generation");
+        }
+        Ok(())
+    }
+
+    /// Point ids matching `filter` (all live ids without one).
+    pub fn resolve(&self, filter: &Filter) -> Result<Vec<PointId>> {
+        let masks = self.masks(None, Some(filter))?;
+        Ok(self.id_map.iter().filter(|(_, l)| masks[l.seg as usize].get(l.off as usize)).map(|(id, _)| *id).collect())
+    }
+
+    fn masks(&self, vector: Option<&str>, filter: Option<&Filter>) -> Result<Vec<BitSet>> {
+        self.segments.iter().map(|s| s.mask(vector, filter)).collect()
+    }
+
+    /// Number of live points matching `filter`.
+    pub fn count(&self, filter: Option<&Filter>) -> Result<usize> {
+        match filter {
+            None => Ok(self.id_map.len()),
+            Some(f) => Ok(self.masks(None, Some(f))?.iter().map(BitSet::count_ones).sum()),
+        }
+    }
+
+    fn record(&self, id: PointId, loc: Loc, with_payload: &WithPayload, with_vector: &WithVector) -> Result<Record> {
+        let seg = &self.segments[loc.seg as usize];
+        let off = loc.off as usize;
+        let payload = if with_payload.wants_any() { with_payload.select(&*seg.payload(off)?) } else { None };
+        let vector = with_vector.wants_any().then(|| seg.vector_output(off, &|n| with_vector.wants(n), self.config.vectors.is_single()));
+        Ok(Record { id, payload, vector })
+    }
+
+    /// The points with these ids that exist, in the given order.
+    pub fn retrieve(&self, ids: &[PointId], with_payload: &WithPayload, with_vector: &WithVector) -> Result<Vec<Record>> {
+        ids.iter().filter_map(|id| self.id_map.get(id).map(|l| self.record(*id, *l, with_payload, with_vector))).collect()
+    }
+
+    /// Up to `limit + 1` points from `offset` on, in id order (the extra one gives the next offset).
+    pub fn scroll(&self, req: &ScrollRequest) -> Result<Vec<Record>> {
+        let masks = match &req.filter {
+            Some(f) if !f.is_empty() => Some(self.masks(None, Some(f))?),
+            _ => None,
+        };
+        let start = req.offset.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
+        self.id_map
+            .range((start, std::ops::Bound::Unbounded))
+            .filter(|(_, l)| masks.as_ref().is_none_or(|m| m[l.seg as usize].get(l.off as usize)))
+            .take(req.limit.saturating_add(1))
+            .map(|(id, l)| self.record(*id, *l, &req.with_payload, &req.with_vector))
+            .collect()
+    }
+
+    /// Exact search for a batch of requests; each answer holds up to `offset + limit` hits.
+    /// Dense requests on the same vector share one blocked pass over each segment.
+    pub fn search_batch(&self, reqs: &[SearchRequest]) -> Result<Vec<Vec<RankedHit>>> {
+        let k = kernels::active();
+        let mut tops: Vec<TopK> = reqs.iter().map(|r| TopK::new(r.offset.saturating_add(r.limit))).collect();
+        let threshold = |r: &SearchRequest| -> f32 {
+            match (&r.query, r.score_threshold) {
+                (_, None) => f32::NEG_INFINITY,
+                (QueryVector::Sparse(_), Some(t)) => t,
+                (QueryVector::Dense(_), Some(t)) => self.config.vectors.0.get(&r.using).map_or(t, |p| p.distance.raw_threshold(t)),
+            }
+        };
+        let mut dense_names: Vec<&str> =
+            reqs.iter().filter(|r| matches!(r.query, QueryVector::Dense(_))).map(|r| r.using.as_str()).collect();
+        dense_names.sort_unstable();
+        dense_names.dedup();
+        for (si, seg) in self.segments.iter().enumerate() {
+            for name in &dense_names {
+                let mut queries = Vec::new();
+                for (r, top) in reqs.iter().zip(tops.iter_mut()) {
+                    if let QueryVector::Dense(v) = &r.query
+                        && r.using == *name
+                    {
+                        let mask = seg.mask(Some(name), r.filter.as_ref())?;
+                        queries.push(DenseQuery { vector: v, mask, threshold: threshold(r), top });
+                    }
+                }
+                seg.scan_dense(si as u32, name, &mut queries, k);
+            }
+            for (r, top) in reqs.iter().zip(tops.iter_mut()) {
+                if let QueryVector::Sparse(q) = &r.query {
+                    let mask = seg.mask(Some(&r.using), r.filter.as_ref())?;
+                    seg.scan_sparse(si as u32, &r.using, q, &mask, threshold(r), top);
+                }
+            }
+        }
+        reqs.iter().zip(tops).map(|(r, top)| self.materialize(r, top.into_sorted())).collect()
+    }
+
+    fn materialize(&self, r: &SearchRequest, hits: Vec<Hit>) -> Result<Vec<RankedHit>> {
+        let distance = self.config.vectors.0.get(&r.using).map(|p| p.distance);
+        hits.into_iter()
+            .map(|h| {
+                let seg = &self.segments[h.seg as usize];
+                let id = seg.id_at(h.off as usize);
+                let rec = self.record(id, Loc { seg: h.seg, off: h.off }, &r.with_payload, &r.with_vector)?;
+                let score = match (&r.query, distance) {
+                    (QueryVector::Dense(_), Some(d)) => d.user_score(h.score),
+                    _ => h.score,
+                };
+                Ok(RankedHit {
+                    raw: h.score,
+                    point: ScoredPoint { id, version: seg.version_at(h.off as usize), score, payload: rec.payload, vector: rec.vector },
+                })
+            })
+            .collect()
+    }
+
+    /// Builds a payload index in every segment.
+    pub fn create_index(&mut self, key: &str, kind: crate::types::PayloadSchemaType, config: Arc<CollectionConfig>) -> Result<()> {
+        for seg in self.segments.iter_mut() {
+            seg.ensure_index(key, kind)?;
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Drops a payload index from every segment.
+    pub fn drop_index(&mut self, key: &str, config: Arc<CollectionConfig>) -> Result<()> {
+        for seg in self.segments.iter_mut() {
+            seg.drop_index(key)?;
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Replaces the configuration (for settings that need no data change).
+    pub fn set_config(&mut self, config: Arc<CollectionConfig>) {
+        self.config = config;
+    }
+}
+
+/// Removes segment directories, deletion files, WALs and temp files that `state` does not name.
+fn remove_unreferenced(dir: &Path, state: &ShardState) -> Result<()> {
+    let seg_root = dir.join("segments");
+    for entry in fs::read_dir(&seg_root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match state.segments.iter().find(|r| segment_dir_name(r.id) == name) {
+            None => fsutil::remove_any(&entry.path())?,
+            Some(r) => {
+                for f in fs::read_dir(entry.path())? {
+                    let f = f?;
+                    let fname = f.file_name().to_string_lossy().into_owned();
+                    let stale_deleted = fname.starts_with("deleted-") && Some(&fname) != r.deleted.as_ref();
+                    if stale_deleted || fname.ends_with(fsutil::TMP_SUFFIX) {
+                        fsutil::remove_any(&f.path())?;
+                    }
+                }
+            }
+        }
+    }
+    let current_wal = wal_name(state.generation);
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (name.starts_with("wal-") && name != current_wal) || name.ends_with(fsutil::TMP_SUFFIX) {
+            fsutil::remove_any(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Merges `new` into `payload`, or into the object at the dotted path `key` (created as needed).
+pub fn set_payload(payload: &mut Payload, new: &Payload, key: Option<&str>) {
+    let mut target = payload;
+    if let Some(key) = key {
+        for part in key.split('.') {
+            let slot = target.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
+            if !slot.is_object() {
+                *slot = Value::Object(Default::default());
+            }
+            target = slot.as_object_mut().expect("just made an object");
+        }
+    }
+    for (k, v) in new {
+        target.insert(k.clone(), v.clone());
+    }
+}
+
+/// Removes the value at a dotted path.
+pub fn delete_path(payload: &mut Payload, key: &str) {
+    match key.split_once('.') {
+        None => {
+            payload.remove(key);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Object(inner)) = payload.get_mut(head) {
+                delete_path(inner, rest);
+            }
+        }
+    }
+}
