@@ -10,12 +10,18 @@ pub struct BitSet {
 impl BitSet {
     /// A bitset of `len` zero bits.
     pub fn new(len: usize) -> Self {
-        BitSet { words: vec![0; len.div_ceil(64)], len }
+        BitSet {
+            words: vec![0; len.div_ceil(64)],
+            len,
+        }
     }
 
     /// A bitset of `len` one bits.
     pub fn full(len: usize) -> Self {
-        let mut s = BitSet { words: vec![u64::MAX; len.div_ceil(64)], len };
+        let mut s = BitSet {
+            words: vec![u64::MAX; len.div_ceil(64)],
+            len,
+        };
         s.clear_tail();
         s
     }
@@ -130,7 +136,10 @@ impl BitSet {
         if body.len() != len.div_ceil(64) * 8 {
             return None;
         }
-        let words = body.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let words = body
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let mut s = BitSet { words, len };
         s.clear_tail();
         Some(s)

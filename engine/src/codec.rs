@@ -36,7 +36,8 @@ impl Encoder {
     /// Length-prefixed f32 bits.
     pub fn f32s(&mut self, v: &[f32]) {
         self.u32(v.len() as u32);
-        v.iter().for_each(|x| self.0.extend_from_slice(&x.to_le_bytes()));
+        v.iter()
+            .for_each(|x| self.0.extend_from_slice(&x.to_le_bytes()));
     }
     /// Length-prefixed u32s.
     pub fn u32s(&mut self, v: &[u32]) {
@@ -96,7 +97,11 @@ impl<'a> Decoder<'a> {
         self.pos == self.buf.len()
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| corrupt("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| corrupt("truncated"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -126,13 +131,19 @@ impl<'a> Decoder<'a> {
     pub fn f32s(&mut self) -> Result<Vec<f32>> {
         let n = self.u32()? as usize;
         let raw = self.take(n.checked_mul(4).ok_or_else(|| corrupt("length"))?)?;
-        Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
     }
     /// Length-prefixed u32s.
     pub fn u32s(&mut self) -> Result<Vec<u32>> {
         let n = self.u32()? as usize;
         let raw = self.take(n.checked_mul(4).ok_or_else(|| corrupt("length"))?)?;
-        Ok(raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
     }
     /// A point id.
     pub fn id(&mut self) -> Result<PointId> {
@@ -155,7 +166,10 @@ impl<'a> Decoder<'a> {
             let name = self.str()?;
             let data = match self.u8()? {
                 0 => VectorData::Dense(self.f32s()?),
-                1 => VectorData::Sparse(SparseVector { indices: self.u32s()?, values: self.f32s()? }),
+                1 => VectorData::Sparse(SparseVector {
+                    indices: self.u32s()?,
+                    values: self.f32s()?,
+                }),
                 _ => return Err(corrupt("vector kind")),
             };
             out.insert(name, data);

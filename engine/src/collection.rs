@@ -13,10 +13,13 @@ use crate::error::{EngineError, Result};
 use crate::filter::Filter;
 use crate::fsutil;
 use crate::runtime::{Runtime, ShardKey, Worker};
-use crate::search::{PointsSelector, QueryVector, RankedHit, ScrollPage, ScrollRequest, SearchRequest};
+use crate::search::{
+    PointsSelector, QueryVector, RankedHit, ScrollPage, ScrollRequest, SearchRequest,
+};
 use crate::shard::Shard;
 use crate::types::{
-    CollectionConfig, Payload, PayloadFieldSchema, PointId, PointStruct, Record, ScoredPoint, VectorData, WithPayload, WithVector,
+    CollectionConfig, Payload, PayloadFieldSchema, PointId, PointStruct, Record, ScoredPoint,
+    VectorData, WithPayload, WithVector,
 };
 use crate::wal::{PointWrite, WalOp};
 
@@ -51,8 +54,20 @@ fn recv_err(_: oneshot::RecvError) -> EngineError {
 
 impl Collection {
     /// Opens every shard of a collection whose directory and config exist. Blocks.
-    pub(crate) fn open(name: &str, uid: u64, dir: &Path, config: CollectionConfig, rt: Arc<Runtime>) -> Result<Collection> {
-        let c = Collection { name: name.to_string(), uid, dir: dir.to_path_buf(), config: RwLock::new(Arc::new(config)), rt };
+    pub(crate) fn open(
+        name: &str,
+        uid: u64,
+        dir: &Path,
+        config: CollectionConfig,
+        rt: Arc<Runtime>,
+    ) -> Result<Collection> {
+        let c = Collection {
+            name: name.to_string(),
+            uid,
+            dir: dir.to_path_buf(),
+            config: RwLock::new(Arc::new(config)),
+            rt,
+        };
         let cfg = c.config();
         let mut pending = Vec::new();
         for shard in 0..cfg.shard_number {
@@ -108,7 +123,10 @@ impl Collection {
 
     /// A snapshot of the current configuration.
     pub fn config(&self) -> Arc<CollectionConfig> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn key(&self, shard: u32) -> ShardKey {
@@ -132,7 +150,10 @@ impl Collection {
         let mut pending = Vec::with_capacity(shards as usize);
         for s in 0..shards {
             let (key, f) = (self.key(s), f.clone());
-            pending.push(self.rt.call(self.worker_of(s), move |w| w.shard(key).and_then(|sh| f(sh)))?);
+            pending.push(
+                self.rt
+                    .call(self.worker_of(s), move |w| w.shard(key).and_then(&f))?,
+            );
         }
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
@@ -142,23 +163,29 @@ impl Collection {
     }
 
     /// Sends a write to one shard; with `wait`, replies only once the WAL is fsync'd.
-    fn write_shard(&self, shard: u32, wait: bool, op: impl FnOnce(&mut Shard) -> Result<Option<WalOp>> + Send + 'static) -> Result<oneshot::Receiver<Result<()>>> {
+    fn write_shard(
+        &self,
+        shard: u32,
+        wait: bool,
+        op: impl FnOnce(&mut Shard) -> Result<Option<WalOp>> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
         let key = self.key(shard);
         let (tx, rx) = oneshot::channel();
-        self.rt.submit(self.worker_of(shard), move |w: &mut Worker| {
-            let res = w.shard(key).and_then(|sh| match op(sh)? {
-                Some(op) => sh.write(op),
-                None => Ok(()),
-            });
-            match res {
-                Ok(()) if wait => w.after_sync(key, move |r| {
-                    let _ = tx.send(r);
-                }),
-                other => {
-                    let _ = tx.send(other);
+        self.rt
+            .submit(self.worker_of(shard), move |w: &mut Worker| {
+                let res = w.shard(key).and_then(|sh| match op(sh)? {
+                    Some(op) => sh.write(op),
+                    None => Ok(()),
+                });
+                match res {
+                    Ok(()) if wait => w.after_sync(key, move |r| {
+                        let _ = tx.send(r);
+                    }),
+                    other => {
+                        let _ = tx.send(other);
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(rx)
     }
 
@@ -173,11 +200,17 @@ impl Collection {
         first
     }
 
-    fn group_by_shard<T>(&self, items: Vec<T>, id: impl Fn(&T) -> PointId) -> BTreeMap<u32, Vec<T>> {
+    fn group_by_shard<T>(
+        &self,
+        items: Vec<T>,
+        id: impl Fn(&T) -> PointId,
+    ) -> BTreeMap<u32, Vec<T>> {
         let shards = self.config().shard_number;
         let mut out: BTreeMap<u32, Vec<T>> = BTreeMap::new();
         for item in items {
-            out.entry(self.shard_of(&id(&item), shards)).or_default().push(item);
+            out.entry(self.shard_of(&id(&item), shards))
+                .or_default()
+                .push(item);
         }
         out
     }
@@ -188,12 +221,22 @@ impl Collection {
         for (name, data) in vectors.iter_mut() {
             match data {
                 VectorData::Dense(v) => {
-                    let params = cfg.vectors.0.get(name).ok_or_else(|| EngineError::UnknownVector(name.clone()))?;
+                    let params = cfg
+                        .vectors
+                        .0
+                        .get(name)
+                        .ok_or_else(|| EngineError::UnknownVector(name.clone()))?;
                     if v.len() != params.size {
-                        return Err(EngineError::WrongVectorDim { expected: params.size, got: v.len() });
+                        return Err(EngineError::WrongVectorDim {
+                            expected: params.size,
+                            got: v.len(),
+                        });
                     }
                     if v.iter().any(|x| !x.is_finite()) {
-                        return Err(EngineError::bad(format!("vector of point {} contains NaN or infinite values", p.id)));
+                        return Err(EngineError::bad(format!(
+                            "vector of point {} contains NaN or infinite values",
+                            p.id
+                        )));
                     }
                     params.distance.preprocess(v);
                 }
@@ -205,13 +248,20 @@ impl Collection {
                 }
             }
         }
-        Ok(PointWrite { id: p.id, vectors, payload: p.payload.unwrap_or_default() })
+        Ok(PointWrite {
+            id: p.id,
+            vectors,
+            payload: p.payload.unwrap_or_default(),
+        })
     }
 
     /// Inserts or replaces points. Every point is validated before anything is written.
     pub async fn upsert(&self, points: Vec<PointStruct>, wait: bool) -> Result<()> {
         let cfg = self.config();
-        let prepared = points.into_iter().map(|p| Self::prepare_point(&cfg, p)).collect::<Result<Vec<_>>>()?;
+        let prepared = points
+            .into_iter()
+            .map(|p| Self::prepare_point(&cfg, p))
+            .collect::<Result<Vec<_>>>()?;
         let mut pending = Vec::new();
         for (shard, batch) in self.group_by_shard(prepared, |p| p.id) {
             pending.push(self.write_shard(shard, wait, move |_| Ok(Some(WalOp::Upsert(batch))))?);
@@ -221,7 +271,12 @@ impl Collection {
 
     /// Applies an id-based operation: to the shards owning the ids, or, for a filter, to every
     /// shard after resolving the filter there (in the same job, so nothing slips in between).
-    async fn update(&self, selector: PointsSelector, wait: bool, make: impl Fn(Vec<PointId>) -> WalOp + Send + Sync + Clone + 'static) -> Result<()> {
+    async fn update(
+        &self,
+        selector: PointsSelector,
+        wait: bool,
+        make: impl Fn(Vec<PointId>) -> WalOp + Send + Sync + Clone + 'static,
+    ) -> Result<()> {
         let mut pending = Vec::new();
         match selector {
             PointsSelector::Ids(ids) => {
@@ -248,7 +303,13 @@ impl Collection {
     /// several shards changes nothing when one id is missing.
     async fn require_ids(&self, selector: &PointsSelector) -> Result<()> {
         if let PointsSelector::Ids(ids) = selector {
-            let found = self.retrieve(ids.clone(), WithPayload::Bool(false), WithVector::Bool(false)).await?;
+            let found = self
+                .retrieve(
+                    ids.clone(),
+                    WithPayload::Bool(false),
+                    WithVector::Bool(false),
+                )
+                .await?;
             if let Some(missing) = ids.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
                 return Err(EngineError::PointNotFound(*missing));
             }
@@ -262,21 +323,50 @@ impl Collection {
     }
 
     /// Merges keys into payloads (under the nested path `key` when given).
-    pub async fn set_payload(&self, selector: PointsSelector, payload: Payload, key: Option<String>, wait: bool) -> Result<()> {
+    pub async fn set_payload(
+        &self,
+        selector: PointsSelector,
+        payload: Payload,
+        key: Option<String>,
+        wait: bool,
+    ) -> Result<()> {
         self.require_ids(&selector).await?;
-        self.update(selector, wait, move |ids| WalOp::SetPayload { ids, payload: payload.clone(), key: key.clone() }).await
+        self.update(selector, wait, move |ids| WalOp::SetPayload {
+            ids,
+            payload: payload.clone(),
+            key: key.clone(),
+        })
+        .await
     }
 
     /// Replaces payloads.
-    pub async fn overwrite_payload(&self, selector: PointsSelector, payload: Payload, wait: bool) -> Result<()> {
+    pub async fn overwrite_payload(
+        &self,
+        selector: PointsSelector,
+        payload: Payload,
+        wait: bool,
+    ) -> Result<()> {
         self.require_ids(&selector).await?;
-        self.update(selector, wait, move |ids| WalOp::OverwritePayload { ids, payload: payload.clone() }).await
+        self.update(selector, wait, move |ids| WalOp::OverwritePayload {
+            ids,
+            payload: payload.clone(),
+        })
+        .await
     }
 
     /// Removes payload keys.
-    pub async fn delete_payload(&self, selector: PointsSelector, keys: Vec<String>, wait: bool) -> Result<()> {
+    pub async fn delete_payload(
+        &self,
+        selector: PointsSelector,
+        keys: Vec<String>,
+        wait: bool,
+    ) -> Result<()> {
         self.require_ids(&selector).await?;
-        self.update(selector, wait, move |ids| WalOp::DeletePayloadKeys { ids, keys: keys.clone() }).await
+        self.update(selector, wait, move |ids| WalOp::DeletePayloadKeys {
+            ids,
+            keys: keys.clone(),
+        })
+        .await
     }
 
     /// Removes whole payloads.
@@ -286,7 +376,12 @@ impl Collection {
     }
 
     /// Points by id, in request order, without duplicates; missing ids are skipped.
-    pub async fn retrieve(&self, ids: Vec<PointId>, with_payload: WithPayload, with_vector: WithVector) -> Result<Vec<Record>> {
+    pub async fn retrieve(
+        &self,
+        ids: Vec<PointId>,
+        with_payload: WithPayload,
+        with_vector: WithVector,
+    ) -> Result<Vec<Record>> {
         let mut unique = ids.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -294,7 +389,9 @@ impl Collection {
         let mut pending = Vec::new();
         for (shard, ids) in self.group_by_shard(unique, |id| *id) {
             let (key, wp, wv) = (self.key(shard), wp.clone(), wv.clone());
-            pending.push(self.rt.call(self.worker_of(shard), move |w| w.shard(key).and_then(|s| s.retrieve(&ids, &wp, &wv)))?);
+            pending.push(self.rt.call(self.worker_of(shard), move |w| {
+                w.shard(key).and_then(|s| s.retrieve(&ids, &wp, &wv))
+            })?);
         }
         let mut found: HashMap<PointId, Record> = HashMap::new();
         for p in pending {
@@ -314,12 +411,21 @@ impl Collection {
     fn prepare_search(cfg: &CollectionConfig, r: &mut SearchRequest) -> Result<()> {
         match &mut r.query {
             QueryVector::Dense(v) => {
-                let params = cfg.vectors.0.get(&r.using).ok_or_else(|| EngineError::UnknownVector(r.using.clone()))?;
+                let params = cfg
+                    .vectors
+                    .0
+                    .get(&r.using)
+                    .ok_or_else(|| EngineError::UnknownVector(r.using.clone()))?;
                 if v.len() != params.size {
-                    return Err(EngineError::WrongVectorDim { expected: params.size, got: v.len() });
+                    return Err(EngineError::WrongVectorDim {
+                        expected: params.size,
+                        got: v.len(),
+                    });
                 }
                 if v.iter().any(|x| !x.is_finite()) {
-                    return Err(EngineError::bad("query vector contains NaN or infinite values"));
+                    return Err(EngineError::bad(
+                        "query vector contains NaN or infinite values",
+                    ));
                 }
                 params.distance.preprocess(v);
             }
@@ -337,7 +443,10 @@ impl Collection {
     }
 
     /// Exact search for several requests; every shard scans once for the whole batch.
-    pub async fn search_batch(&self, mut reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>> {
+    pub async fn search_batch(
+        &self,
+        mut reqs: Vec<SearchRequest>,
+    ) -> Result<Vec<Vec<ScoredPoint>>> {
         let cfg = self.config();
         for r in reqs.iter_mut() {
             Self::prepare_search(&cfg, r)?;
@@ -355,36 +464,63 @@ impl Collection {
             .into_iter()
             .zip(reqs.iter())
             .map(|(mut hits, r)| {
-                hits.sort_by(|a, b| b.raw.total_cmp(&a.raw).then_with(|| a.point.id.cmp(&b.point.id)));
-                hits.into_iter().skip(r.offset).take(r.limit).map(|h| h.point).collect()
+                hits.sort_by(|a, b| {
+                    b.raw
+                        .total_cmp(&a.raw)
+                        .then_with(|| a.point.id.cmp(&b.point.id))
+                });
+                hits.into_iter()
+                    .skip(r.offset)
+                    .take(r.limit)
+                    .map(|h| h.point)
+                    .collect()
             })
             .collect())
     }
 
     /// Exact search.
     pub async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredPoint>> {
-        Ok(self.search_batch(vec![req]).await?.pop().unwrap_or_default())
+        Ok(self
+            .search_batch(vec![req])
+            .await?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// A page of points in id order.
     pub async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage> {
         let limit = req.limit;
         let req = Arc::new(req);
-        let mut all: Vec<Record> = self.on_all_shards(move |s| s.scroll(&req)).await?.into_iter().flatten().collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut all: Vec<Record> = self
+            .on_all_shards(move |s| s.scroll(&req))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by_key(|r| r.id);
         let next_page_offset = all.get(limit).map(|r| r.id);
         all.truncate(limit);
-        Ok(ScrollPage { points: all, next_page_offset })
+        Ok(ScrollPage {
+            points: all,
+            next_page_offset,
+        })
     }
 
     /// Exact number of points matching `filter`.
     pub async fn count(&self, filter: Option<Filter>) -> Result<usize> {
         let filter = Arc::new(filter);
-        Ok(self.on_all_shards(move |s| s.count(filter.as_ref().as_ref())).await?.into_iter().sum())
+        Ok(self
+            .on_all_shards(move |s| s.count(filter.as_ref().as_ref()))
+            .await?
+            .into_iter()
+            .sum())
     }
 
     fn store_config(&self, new: CollectionConfig) -> Result<Arc<CollectionConfig>> {
-        fsutil::atomic_write(&self.dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(&new).map_err(std::io::Error::other)?)?;
+        fsutil::atomic_write(
+            &self.dir.join(CONFIG_FILE),
+            &serde_json::to_vec_pretty(&new).map_err(std::io::Error::other)?,
+        )?;
         let new = Arc::new(new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         Ok(new)
@@ -399,7 +535,8 @@ impl Collection {
         let kind = schema.kind();
         cfg.payload_schema.insert(key.clone(), schema);
         let cfg = self.store_config(cfg)?;
-        self.on_all_shards(move |s| s.create_index(&key, kind, cfg.clone())).await?;
+        self.on_all_shards(move |s| s.create_index(&key, kind, cfg.clone()))
+            .await?;
         Ok(())
     }
 
@@ -407,16 +544,23 @@ impl Collection {
     pub async fn drop_index(&self, key: String) -> Result<()> {
         let mut cfg = (*self.config()).clone();
         if cfg.payload_schema.remove(&key).is_none() {
-            return Err(EngineError::bad(format!("no payload index on field `{key}`")));
+            return Err(EngineError::bad(format!(
+                "no payload index on field `{key}`"
+            )));
         }
         let cfg = self.store_config(cfg)?;
-        self.on_all_shards(move |s| s.drop_index(&key, cfg.clone())).await?;
+        self.on_all_shards(move |s| s.drop_index(&key, cfg.clone()))
+            .await?;
         Ok(())
     }
 
     /// Replaces the stored-and-echoed settings (`extra`) and the seal size; vectors, shards and
     /// indexes cannot change this way.
-    pub async fn update_settings(&self, extra: serde_json::Map<String, serde_json::Value>, segment_max_points: Option<usize>) -> Result<()> {
+    pub async fn update_settings(
+        &self,
+        extra: serde_json::Map<String, serde_json::Value>,
+        segment_max_points: Option<usize>,
+    ) -> Result<()> {
         let mut cfg = (*self.config()).clone();
         cfg.extra = extra;
         if let Some(n) = segment_max_points {

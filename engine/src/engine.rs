@@ -35,7 +35,11 @@ pub struct EngineOptions {
 impl EngineOptions {
     /// Defaults: one pinned worker per core.
     pub fn new(storage_path: impl Into<PathBuf>) -> Self {
-        EngineOptions { storage_path: storage_path.into(), workers: 0, pin_threads: true }
+        EngineOptions {
+            storage_path: storage_path.into(),
+            workers: 0,
+            pin_threads: true,
+        }
     }
 }
 
@@ -61,7 +65,10 @@ pub fn validate_collection_name(name: &str) -> Result<()> {
     if name.starts_with('.') {
         return err("must not start with `.`");
     }
-    if name.chars().any(|c| matches!(c, '/' | '\\' | '\0') || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| matches!(c, '/' | '\\' | '\0') || c.is_control())
+    {
         return err("must not contain `/`, `\\` or control characters");
     }
     Ok(())
@@ -93,7 +100,9 @@ impl Engine {
         for name in names {
             let dir = root.join(&name);
             let cfg: CollectionConfig = serde_json::from_slice(&fs::read(dir.join(CONFIG_FILE))?)
-                .map_err(|e| EngineError::Corrupted(format!("{}: {e}", dir.join(CONFIG_FILE).display())))?;
+                .map_err(|e| {
+                EngineError::Corrupted(format!("{}: {e}", dir.join(CONFIG_FILE).display()))
+            })?;
             let uid = engine.next_uid.fetch_add(1, Ordering::Relaxed);
             let c = Collection::open(&name, uid, &dir, cfg, engine.rt.clone())?;
             tracing::info!(collection = %name, "collection loaded");
@@ -121,7 +130,11 @@ impl Engine {
     }
 
     /// Creates a collection. Blocks while its shards are created.
-    pub fn create_collection(&self, name: &str, mut config: CollectionConfig) -> Result<Arc<Collection>> {
+    pub fn create_collection(
+        &self,
+        name: &str,
+        mut config: CollectionConfig,
+    ) -> Result<Arc<Collection>> {
         validate_collection_name(name)?;
         config.validate()?;
         if config.shard_number == 0 {
@@ -136,7 +149,10 @@ impl Engine {
         fsutil::remove_any(&tmp)?;
         fs::create_dir_all(&tmp)?;
         let staged = (|| -> Result<()> {
-            fsutil::atomic_write(&tmp.join(CONFIG_FILE), &serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?)?;
+            fsutil::atomic_write(
+                &tmp.join(CONFIG_FILE),
+                &serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
+            )?;
             fs::rename(&tmp, &dir)?;
             fsutil::fsync_dir(&self.root)?;
             Ok(())
@@ -162,9 +178,15 @@ impl Engine {
     /// Deletes a collection and its files. Returns false when it did not exist.
     pub fn delete_collection(&self, name: &str) -> Result<bool> {
         let _ddl = self.ddl.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(c) = self.map_write().remove(name) else { return Ok(false) };
+        let Some(c) = self.map_write().remove(name) else {
+            return Ok(false);
+        };
         c.close_blocking();
-        let grave = self.root.join(format!(".deleted-{}-{}", std::process::id(), self.next_uid.fetch_add(1, Ordering::Relaxed)));
+        let grave = self.root.join(format!(
+            ".deleted-{}-{}",
+            std::process::id(),
+            self.next_uid.fetch_add(1, Ordering::Relaxed)
+        ));
         fs::rename(c.dir(), &grave)?;
         fsutil::fsync_dir(&self.root)?;
         fsutil::remove_any(&grave)?;
@@ -173,7 +195,10 @@ impl Engine {
 
     /// The collection called `name`.
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
-        self.map_read().get(name).cloned().ok_or_else(|| EngineError::CollectionNotFound(name.to_string()))
+        self.map_read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::CollectionNotFound(name.to_string()))
     }
 
     /// Names of all collections, sorted.

@@ -14,16 +14,28 @@ use crate::types::{Payload, PointId};
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// At least one must match (when non-empty).
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub should: Vec<Condition>,
     /// At least `min_count` of these must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_should: Option<MinShould>,
     /// All must match.
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub must: Vec<Condition>,
     /// None may match.
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub must_not: Vec<Condition>,
 }
 
@@ -41,9 +53,14 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Condition>, D::Err
     use serde::de::Error;
     match Value::deserialize(d)? {
         Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items.into_iter().map(|v| Condition::from_value(v).map_err(D::Error::custom)).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| Condition::from_value(v).map_err(D::Error::custom))
+            .collect(),
         v @ Value::Object(_) => Ok(vec![Condition::from_value(v).map_err(D::Error::custom)?]),
-        other => Err(D::Error::custom(format!("expected a condition or a list of conditions, got {other}"))),
+        other => Err(D::Error::custom(format!(
+            "expected a condition or a list of conditions, got {other}"
+        ))),
     }
 }
 
@@ -87,32 +104,49 @@ struct NestedBody {
 impl Condition {
     /// Parses one condition from JSON, naming what is wrong when it cannot.
     pub fn from_value(v: Value) -> Result<Condition, String> {
-        let obj = v.as_object().ok_or_else(|| format!("a condition must be an object, got {v}"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("a condition must be an object, got {v}"))?;
         let take = |k: &str| obj.get(k).cloned().unwrap_or(Value::Null);
         let e = |what: &str, err: serde_json::Error| format!("invalid `{what}` condition: {err}");
         if obj.contains_key("key") {
-            return FieldCondition::deserialize(v).map(Condition::Field).map_err(|x| e("field", x));
+            return FieldCondition::deserialize(v)
+                .map(Condition::Field)
+                .map_err(|x| e("field", x));
         }
         if obj.len() == 1 {
             if obj.contains_key("is_empty") {
-                return KeyOnly::deserialize(take("is_empty")).map(|k| Condition::IsEmpty(k.key)).map_err(|x| e("is_empty", x));
+                return KeyOnly::deserialize(take("is_empty"))
+                    .map(|k| Condition::IsEmpty(k.key))
+                    .map_err(|x| e("is_empty", x));
             }
             if obj.contains_key("is_null") {
-                return KeyOnly::deserialize(take("is_null")).map(|k| Condition::IsNull(k.key)).map_err(|x| e("is_null", x));
+                return KeyOnly::deserialize(take("is_null"))
+                    .map(|k| Condition::IsNull(k.key))
+                    .map_err(|x| e("is_null", x));
             }
             if obj.contains_key("has_id") {
-                return Vec::<PointId>::deserialize(take("has_id")).map(Condition::HasId).map_err(|x| e("has_id", x));
+                return Vec::<PointId>::deserialize(take("has_id"))
+                    .map(Condition::HasId)
+                    .map_err(|x| e("has_id", x));
             }
             if obj.contains_key("has_vector") {
-                return String::deserialize(take("has_vector")).map(Condition::HasVector).map_err(|x| e("has_vector", x));
+                return String::deserialize(take("has_vector"))
+                    .map(Condition::HasVector)
+                    .map_err(|x| e("has_vector", x));
             }
             if obj.contains_key("nested") {
                 return NestedBody::deserialize(take("nested"))
-                    .map(|n| Condition::Nested { key: n.key, filter: n.filter })
+                    .map(|n| Condition::Nested {
+                        key: n.key,
+                        filter: n.filter,
+                    })
                     .map_err(|x| e("nested", x));
             }
         }
-        Filter::deserialize(v).map(Condition::Filter).map_err(|x| e("filter", x))
+        Filter::deserialize(v)
+            .map(Condition::Filter)
+            .map_err(|x| e("filter", x))
     }
 
     fn to_value(&self) -> Value {
@@ -215,11 +249,16 @@ impl<'de> Deserialize<'de> for Bound {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         match Value::deserialize(d)? {
-            Value::Number(n) => n.as_f64().map(Bound::Num).ok_or_else(|| D::Error::custom("invalid number")),
-            Value::String(s) => {
-                parse_datetime(&s).map(Bound::Time).ok_or_else(|| D::Error::custom(format!("`{s}` is not an RFC 3339 date-time")))
-            }
-            other => Err(D::Error::custom(format!("range bound must be a number or a date-time string, got {other}"))),
+            Value::Number(n) => n
+                .as_f64()
+                .map(Bound::Num)
+                .ok_or_else(|| D::Error::custom("invalid number")),
+            Value::String(s) => parse_datetime(&s)
+                .map(Bound::Time)
+                .ok_or_else(|| D::Error::custom(format!("`{s}` is not an RFC 3339 date-time"))),
+            other => Err(D::Error::custom(format!(
+                "range bound must be a number or a date-time string, got {other}"
+            ))),
         }
     }
 }
@@ -229,12 +268,20 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(dt.timestamp_micros());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
             return Some(dt.and_utc().timestamp_micros());
         }
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|dt| dt.and_utc().timestamp_micros())
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|dt| dt.and_utc().timestamp_micros())
 }
 
 /// `gt` / `gte` / `lt` / `lte` bounds.
@@ -258,7 +305,10 @@ pub struct Range {
 impl Range {
     /// True when any bound is a date-time, so payload strings must be read as date-times.
     pub fn is_datetime(&self) -> bool {
-        [self.gt, self.gte, self.lt, self.lte].iter().flatten().any(|b| matches!(b, Bound::Time(_)))
+        [self.gt, self.gte, self.lt, self.lte]
+            .iter()
+            .flatten()
+            .any(|b| matches!(b, Bound::Time(_)))
     }
 
     /// Checks a number (date-times as microseconds) against every bound.
@@ -277,7 +327,11 @@ impl Range {
 
     /// The numeric reading of a payload value for this range, if it has one.
     pub fn value_of(&self, v: &Value) -> Option<f64> {
-        if self.is_datetime() { v.as_str().and_then(parse_datetime).map(|t| t as f64) } else { v.as_f64() }
+        if self.is_datetime() {
+            v.as_str().and_then(parse_datetime).map(|t| t as f64)
+        } else {
+            v.as_f64()
+        }
     }
 }
 
@@ -326,7 +380,13 @@ fn walk<'a>(v: &'a Value, steps: &[Step<'_>], out: &mut Vec<&'a Value>) {
         out.push(v);
         return;
     };
-    let get = |v: &'a Value, name: &str| -> Option<&'a Value> { if name.is_empty() { Some(v) } else { v.get(name) } };
+    let get = |v: &'a Value, name: &str| -> Option<&'a Value> {
+        if name.is_empty() {
+            Some(v)
+        } else {
+            v.get(name)
+        }
+    };
     match (step, v) {
         // Descending by name into an array of objects looks inside each element.
         (Step::Key(_), Value::Array(items)) => items.iter().for_each(|i| walk(i, steps, out)),
@@ -352,7 +412,9 @@ fn walk<'a>(v: &'a Value, steps: &[Step<'_>], out: &mut Vec<&'a Value>) {
 pub fn raw_values<'a>(payload: &'a Payload, key: &str) -> Vec<&'a Value> {
     let steps = parse_path(key);
     let mut out = Vec::new();
-    let Some((first, rest)) = steps.split_first() else { return out };
+    let Some((first, rest)) = steps.split_first() else {
+        return out;
+    };
     match first {
         Step::Key(name) => {
             if let Some(v) = payload.get(*name) {
@@ -398,7 +460,10 @@ pub struct PointView<'a> {
 impl Filter {
     /// True when the filter has no condition at all.
     pub fn is_empty(&self) -> bool {
-        self.must.is_empty() && self.should.is_empty() && self.must_not.is_empty() && self.min_should.is_none()
+        self.must.is_empty()
+            && self.should.is_empty()
+            && self.must_not.is_empty()
+            && self.min_should.is_none()
     }
 
     /// Evaluates the filter on one point.
@@ -406,7 +471,10 @@ impl Filter {
         self.must.iter().all(|c| c.matches(p))
             && !self.must_not.iter().any(|c| c.matches(p))
             && (self.should.is_empty() || self.should.iter().any(|c| c.matches(p)))
-            && self.min_should.as_ref().is_none_or(|m| m.conditions.iter().filter(|c| c.matches(p)).count() >= m.min_count)
+            && self
+                .min_should
+                .as_ref()
+                .is_none_or(|m| m.conditions.iter().filter(|c| c.matches(p)).count() >= m.min_count)
     }
 }
 
@@ -422,7 +490,11 @@ impl Condition {
             Condition::Nested { key, filter } => {
                 let no_vectors = |_: &str| false;
                 values_at(p.payload, key).into_iter().any(|el| match el {
-                    Value::Object(obj) => filter.matches(&PointView { id: p.id, payload: obj, has_vector: &no_vectors }),
+                    Value::Object(obj) => filter.matches(&PointView {
+                        id: p.id,
+                        payload: obj,
+                        has_vector: &no_vectors,
+                    }),
                     _ => false,
                 })
             }
@@ -459,16 +531,23 @@ impl FieldCondition {
                 Match::Value { value } => values.iter().any(|v| value_eq(v, value)),
                 Match::Any { any } => values.iter().any(|v| any.iter().any(|w| value_eq(v, w))),
                 Match::Except { except } => {
-                    values.is_empty() || values.iter().any(|v| !except.iter().any(|w| value_eq(v, w)))
+                    values.is_empty()
+                        || values
+                            .iter()
+                            .any(|v| !except.iter().any(|w| value_eq(v, w)))
                 }
-                Match::Text { text } => values.iter().any(|v| v.as_str().is_some_and(|s| s.contains(text.as_str()))),
+                Match::Text { text } => values
+                    .iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains(text.as_str()))),
             };
             if !ok {
                 return false;
             }
         }
         if let Some(r) = &self.range
-            && !values.iter().any(|v| r.value_of(v).is_some_and(|x| r.contains(x)))
+            && !values
+                .iter()
+                .any(|v| r.value_of(v).is_some_and(|x| r.contains(x)))
         {
             return false;
         }
@@ -505,52 +584,139 @@ mod tests {
         let f: Filter = serde_json::from_value(filter).unwrap();
         let p = payload.as_object().unwrap().clone();
         let hv = |n: &str| n == "img";
-        f.matches(&PointView { id: PointId::Num(id), payload: &p, has_vector: &hv })
+        f.matches(&PointView {
+            id: PointId::Num(id),
+            payload: &p,
+            has_vector: &hv,
+        })
     }
 
     #[test]
     fn clauses_and_match() {
         let p = json!({"city": "London", "color": "red", "n": 3, "ok": true, "tags": ["a", "b"]});
-        assert!(check(json!({"must": [{"key": "city", "match": {"value": "London"}}]}), p.clone(), 1));
-        assert!(!check(json!({"must_not": {"key": "city", "match": {"value": "London"}}}), p.clone(), 1));
-        assert!(check(json!({"should": [{"key": "n", "match": {"value": 4}}, {"key": "ok", "match": {"value": true}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"key": "tags", "match": {"any": ["z", "b"]}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"key": "color", "match": {"except": ["blue"]}}]}), p.clone(), 1));
-        assert!(!check(json!({"must": [{"key": "color", "match": {"except": ["red"]}}]}), p.clone(), 1));
+        assert!(check(
+            json!({"must": [{"key": "city", "match": {"value": "London"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(!check(
+            json!({"must_not": {"key": "city", "match": {"value": "London"}}}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"should": [{"key": "n", "match": {"value": 4}}, {"key": "ok", "match": {"value": true}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"key": "tags", "match": {"any": ["z", "b"]}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"key": "color", "match": {"except": ["blue"]}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(!check(
+            json!({"must": [{"key": "color", "match": {"except": ["red"]}}]}),
+            p.clone(),
+            1
+        ));
         assert!(check(json!({"must": [{"has_id": [1, 2]}]}), p.clone(), 1));
         assert!(!check(json!({"must": [{"has_id": [2]}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"has_vector": "img"}]}), p.clone(), 1));
+        assert!(check(
+            json!({"must": [{"has_vector": "img"}]}),
+            p.clone(),
+            1
+        ));
         assert!(check(
             json!({"min_should": {"conditions": [{"key": "n", "match": {"value": 3}}, {"key": "ok", "match": {"value": false}}], "min_count": 1}}),
             p.clone(),
             1
         ));
-        assert!(check(json!({"must": [{"must_not": [{"key": "n", "match": {"value": 9}}]}]}), p, 1));
+        assert!(check(
+            json!({"must": [{"must_not": [{"key": "n", "match": {"value": 9}}]}]}),
+            p,
+            1
+        ));
     }
 
     #[test]
     fn range_counts_and_emptiness() {
         let p = json!({"n": 3.5, "when": "2024-01-02T00:00:00Z", "arr": [1, 2, 3], "nul": null, "empty": []});
-        assert!(check(json!({"must": [{"key": "n", "range": {"gt": 3, "lte": 3.5}}]}), p.clone(), 1));
-        assert!(!check(json!({"must": [{"key": "n", "range": {"lt": 3.5}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"key": "when", "range": {"gte": "2024-01-01T00:00:00Z"}}]}), p.clone(), 1));
-        assert!(!check(json!({"must": [{"key": "when", "range": {"lt": "2024-01-01"}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"key": "arr", "values_count": {"gte": 3, "lt": 4}}]}), p.clone(), 1));
+        assert!(check(
+            json!({"must": [{"key": "n", "range": {"gt": 3, "lte": 3.5}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(!check(
+            json!({"must": [{"key": "n", "range": {"lt": 3.5}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"key": "when", "range": {"gte": "2024-01-01T00:00:00Z"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(!check(
+            json!({"must": [{"key": "when", "range": {"lt": "2024-01-01"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"key": "arr", "values_count": {"gte": 3, "lt": 4}}]}),
+            p.clone(),
+            1
+        ));
         for k in ["missing", "nul", "empty"] {
-            assert!(check(json!({"must": [{"is_empty": {"key": k}}]}), p.clone(), 1), "{k}");
+            assert!(
+                check(json!({"must": [{"is_empty": {"key": k}}]}), p.clone(), 1),
+                "{k}"
+            );
         }
-        assert!(!check(json!({"must": [{"is_empty": {"key": "arr"}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"is_null": {"key": "nul"}}]}), p.clone(), 1));
-        assert!(!check(json!({"must": [{"is_null": {"key": "missing"}}]}), p, 1));
+        assert!(!check(
+            json!({"must": [{"is_empty": {"key": "arr"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"is_null": {"key": "nul"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(!check(
+            json!({"must": [{"is_null": {"key": "missing"}}]}),
+            p,
+            1
+        ));
     }
 
     #[test]
     fn nested_paths() {
         let p = json!({"country": {"name": "DE", "cities": [{"name": "Berlin", "pop": 3.7}, {"name": "Bonn", "pop": 0.3}]}});
-        assert!(check(json!({"must": [{"key": "country.name", "match": {"value": "DE"}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"key": "country.cities[].name", "match": {"value": "Bonn"}}]}), p.clone(), 1));
-        assert!(check(json!({"must": [{"key": "country.cities[1].name", "match": {"value": "Bonn"}}]}), p.clone(), 1));
-        assert!(!check(json!({"must": [{"key": "country.cities[0].name", "match": {"value": "Bonn"}}]}), p.clone(), 1));
+        assert!(check(
+            json!({"must": [{"key": "country.name", "match": {"value": "DE"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"key": "country.cities[].name", "match": {"value": "Bonn"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(check(
+            json!({"must": [{"key": "country.cities[1].name", "match": {"value": "Bonn"}}]}),
+            p.clone(),
+            1
+        ));
+        assert!(!check(
+            json!({"must": [{"key": "country.cities[0].name", "match": {"value": "Bonn"}}]}),
+            p.clone(),
+            1
+        ));
         let both = json!({"must": [{"nested": {"key": "country.cities", "filter": {"must": [
             {"key": "name", "match": {"value": "Bonn"}}, {"key": "pop", "range": {"gt": 1.0}}]}}}]});
         assert!(!check(both, p.clone(), 1));
@@ -561,9 +727,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let e = serde_json::from_value::<Filter>(json!({"must": [{"key": "a", "range": {"gt": "x"}}]})).unwrap_err();
+        let e =
+            serde_json::from_value::<Filter>(json!({"must": [{"key": "a", "range": {"gt": "x"}}]}))
+                .unwrap_err();
         assert!(e.to_string().contains("RFC 3339"), "{e}");
-        let e = serde_json::from_value::<Filter>(json!({"must": [{"has_id": ["nope"]}]})).unwrap_err();
+        let e =
+            serde_json::from_value::<Filter>(json!({"must": [{"has_id": ["nope"]}]})).unwrap_err();
         assert!(e.to_string().contains("has_id"), "{e}");
         assert!(serde_json::from_value::<Filter>(json!({"mus": []})).is_err());
     }

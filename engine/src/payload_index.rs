@@ -52,8 +52,12 @@ impl FieldIndex {
     /// An empty index for a schema type.
     pub fn new(kind: PayloadSchemaType) -> Self {
         match kind {
-            PayloadSchemaType::Keyword | PayloadSchemaType::Uuid => FieldIndex::Keyword(HashMap::new()),
-            PayloadSchemaType::Integer | PayloadSchemaType::Float => FieldIndex::Numeric(BTreeMap::new()),
+            PayloadSchemaType::Keyword | PayloadSchemaType::Uuid => {
+                FieldIndex::Keyword(HashMap::new())
+            }
+            PayloadSchemaType::Integer | PayloadSchemaType::Float => {
+                FieldIndex::Numeric(BTreeMap::new())
+            }
             PayloadSchemaType::Datetime => FieldIndex::Datetime(BTreeMap::new()),
             PayloadSchemaType::Bool => FieldIndex::Bool(Vec::new(), Vec::new()),
             PayloadSchemaType::Geo | PayloadSchemaType::Text => FieldIndex::Unsupported,
@@ -65,7 +69,9 @@ impl FieldIndex {
     pub fn add(&mut self, offset: u32, key: &str, payload: &Payload) {
         for v in values_at(payload, key) {
             match (&mut *self, v) {
-                (FieldIndex::Keyword(m), Value::String(s)) => push(m.entry(s.clone()).or_default(), offset),
+                (FieldIndex::Keyword(m), Value::String(s)) => {
+                    push(m.entry(s.clone()).or_default(), offset)
+                }
                 (FieldIndex::Numeric(m), Value::Number(n)) => {
                     if let Some(x) = n.as_f64() {
                         push(m.entry(ord_key(x)).or_default(), offset)
@@ -85,32 +91,65 @@ impl FieldIndex {
 
     /// Offsets (of `len`) that may satisfy `cond`, or `None` when this index cannot help.
     pub fn candidates(&self, cond: &FieldCondition, len: usize) -> Option<Candidates> {
-        let only_match = cond.range.is_none() && cond.values_count.is_none() && cond.is_empty.is_none() && cond.is_null.is_none();
-        let only_range = cond.r#match.is_none() && cond.values_count.is_none() && cond.is_empty.is_none() && cond.is_null.is_none();
+        let only_match = cond.range.is_none()
+            && cond.values_count.is_none()
+            && cond.is_empty.is_none()
+            && cond.is_null.is_none();
+        let only_range = cond.r#match.is_none()
+            && cond.values_count.is_none()
+            && cond.is_empty.is_none()
+            && cond.is_null.is_none();
         let mut out = BitSet::new(len);
         let mut add = |list: &[u32]| list.iter().for_each(|&o| out.set(o as usize, true));
-        let exact;
-        match (self, &cond.r#match, &cond.range) {
-            (FieldIndex::Keyword(m), Some(Match::Value { value: Value::String(s) }), _) => {
+        let exact = match (self, &cond.r#match, &cond.range) {
+            (
+                FieldIndex::Keyword(m),
+                Some(Match::Value {
+                    value: Value::String(s),
+                }),
+                _,
+            ) => {
                 m.get(s).inspect(|l| add(l));
-                exact = only_match;
+                only_match
             }
-            (FieldIndex::Keyword(m), Some(Match::Any { any }), _) if any.iter().all(Value::is_string) => {
-                any.iter().filter_map(|v| m.get(v.as_str()?)).for_each(|l| add(l));
-                exact = only_match;
+            (FieldIndex::Keyword(m), Some(Match::Any { any }), _)
+                if any.iter().all(Value::is_string) =>
+            {
+                any.iter()
+                    .filter_map(|v| m.get(v.as_str()?))
+                    .for_each(|l| add(l));
+                only_match
             }
-            (FieldIndex::Bool(t, f), Some(Match::Value { value: Value::Bool(b) }), _) => {
+            (
+                FieldIndex::Bool(t, f),
+                Some(Match::Value {
+                    value: Value::Bool(b),
+                }),
+                _,
+            ) => {
                 add(if *b { t } else { f });
-                exact = only_match;
+                only_match
             }
-            (FieldIndex::Numeric(m), Some(Match::Value { value: Value::Number(n) }), _) => {
-                n.as_f64().and_then(|x| m.get(&ord_key(x))).inspect(|l| add(l));
+            (
+                FieldIndex::Numeric(m),
+                Some(Match::Value {
+                    value: Value::Number(n),
+                }),
+                _,
+            ) => {
+                n.as_f64()
+                    .and_then(|x| m.get(&ord_key(x)))
+                    .inspect(|l| add(l));
                 // Integers beyond 2^53 share f64 keys, so the payload must confirm.
-                exact = only_match && n.as_i64().is_none_or(|i| i.unsigned_abs() < (1 << 53));
+                only_match && n.as_i64().is_none_or(|i| i.unsigned_abs() < (1 << 53))
             }
-            (FieldIndex::Numeric(m), Some(Match::Any { any }), _) if any.iter().all(Value::is_number) => {
-                any.iter().filter_map(|v| m.get(&ord_key(v.as_f64()?))).for_each(|l| add(l));
-                exact = false;
+            (FieldIndex::Numeric(m), Some(Match::Any { any }), _)
+                if any.iter().all(Value::is_number) =>
+            {
+                any.iter()
+                    .filter_map(|v| m.get(&ord_key(v.as_f64()?)))
+                    .for_each(|l| add(l));
+                false
             }
             (FieldIndex::Numeric(m), _, Some(r)) if !r.is_datetime() => {
                 let num = |b: &Option<Bound>| match b {
@@ -118,26 +157,42 @@ impl FieldIndex {
                     _ => None,
                 };
                 // A superset window: the loosest of the given bounds on each side.
-                let lo = [num(&r.gt), num(&r.gte)].into_iter().flatten().min().unwrap_or(0);
-                let hi = [num(&r.lt), num(&r.lte)].into_iter().flatten().max().unwrap_or(u64::MAX);
+                let lo = [num(&r.gt), num(&r.gte)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(0);
+                let hi = [num(&r.lt), num(&r.lte)]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(u64::MAX);
                 for (k, l) in m.range(lo..=hi.max(lo)) {
                     if r.contains(from_ord_key(*k)) {
                         add(l)
                     }
                 }
-                exact = only_range;
+                only_range
             }
-            (FieldIndex::Datetime(m), _, Some(r)) if [r.gt, r.gte, r.lt, r.lte].iter().flatten().all(|b| matches!(b, Bound::Time(_))) => {
+            (FieldIndex::Datetime(m), _, Some(r))
+                if [r.gt, r.gte, r.lt, r.lte]
+                    .iter()
+                    .flatten()
+                    .all(|b| matches!(b, Bound::Time(_))) =>
+            {
                 for (k, l) in m.iter() {
                     if r.contains(*k as f64) {
                         add(l)
                     }
                 }
-                exact = only_range;
+                only_range
             }
             _ => return None,
-        }
-        Some(Candidates { offsets: out, exact })
+        };
+        Some(Candidates {
+            offsets: out,
+            exact,
+        })
     }
 }
 
@@ -159,7 +214,12 @@ mod tests {
     #[test]
     fn numeric_and_keyword_candidates() {
         let payloads: Vec<Payload> = (0..10)
-            .map(|i| json!({"n": i, "f": i as f64 / 2.0, "k": format!("k{}", i % 3), "b": i % 2 == 0}).as_object().unwrap().clone())
+            .map(|i| {
+                json!({"n": i, "f": i as f64 / 2.0, "k": format!("k{}", i % 3), "b": i % 2 == 0})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
             .collect();
         let mut n = FieldIndex::new(PayloadSchemaType::Integer);
         let mut k = FieldIndex::new(PayloadSchemaType::Keyword);
@@ -169,14 +229,29 @@ mod tests {
             k.add(i as u32, "k", p);
             b.add(i as u32, "b", p);
         }
-        let c = n.candidates(&cond(json!({"key": "n", "range": {"gte": 3, "lt": 5.5}})), 10).unwrap();
+        let c = n
+            .candidates(
+                &cond(json!({"key": "n", "range": {"gte": 3, "lt": 5.5}})),
+                10,
+            )
+            .unwrap();
         assert!(c.exact);
         assert_eq!(c.offsets.iter_ones().collect::<Vec<_>>(), vec![3, 4, 5]);
-        let c = k.candidates(&cond(json!({"key": "k", "match": {"any": ["k1", "k2"]}})), 10).unwrap();
+        let c = k
+            .candidates(
+                &cond(json!({"key": "k", "match": {"any": ["k1", "k2"]}})),
+                10,
+            )
+            .unwrap();
         assert_eq!(c.offsets.count_ones(), 6);
-        let c = b.candidates(&cond(json!({"key": "b", "match": {"value": true}})), 10).unwrap();
+        let c = b
+            .candidates(&cond(json!({"key": "b", "match": {"value": true}})), 10)
+            .unwrap();
         assert_eq!(c.offsets.count_ones(), 5);
-        assert!(k.candidates(&cond(json!({"key": "k", "match": {"except": ["k1"]}})), 10).is_none());
+        assert!(
+            k.candidates(&cond(json!({"key": "k", "match": {"except": ["k1"]}})), 10)
+                .is_none()
+        );
         let back: FieldIndex = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
         assert_eq!(back, n);
         for x in [-3.5, -0.0, 0.0, 1.0, 1e300] {

@@ -61,7 +61,12 @@ impl Worker {
     fn sync(&mut self, all: bool) {
         let mut waiting: Vec<ShardKey> = self.deferred.iter().map(|d| d.0).collect();
         if all {
-            waiting.extend(self.shards.iter().filter(|(_, s)| s.needs_sync()).map(|(k, _)| *k));
+            waiting.extend(
+                self.shards
+                    .iter()
+                    .filter(|(_, s)| s.needs_sync())
+                    .map(|(k, _)| *k),
+            );
         }
         waiting.sort_unstable();
         waiting.dedup();
@@ -92,12 +97,20 @@ impl Runtime {
     /// Starts `workers` threads (0 = one per core), pinned to cores when `pin` is set.
     pub fn start(workers: usize, pin: bool) -> Runtime {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let n = if workers == 0 { cores.len().max(1) } else { workers };
+        let n = if workers == 0 {
+            cores.len().max(1)
+        } else {
+            workers
+        };
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = mpsc::channel::<Job>();
-            let core = if pin && !cores.is_empty() { Some(cores[i % cores.len()]) } else { None };
+            let core = if pin && !cores.is_empty() {
+                Some(cores[i % cores.len()])
+            } else {
+                None
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("quiver-worker-{i}"))
                 .spawn(move || {
@@ -110,7 +123,10 @@ impl Runtime {
             senders.push(tx);
             handles.push(handle);
         }
-        Runtime { senders, handles: Mutex::new(handles) }
+        Runtime {
+            senders,
+            handles: Mutex::new(handles),
+        }
     }
 
     /// Number of worker threads.
@@ -119,7 +135,11 @@ impl Runtime {
     }
 
     /// Runs `f` on worker `worker` and returns a receiver for its result.
-    pub fn call<T: Send + 'static>(&self, worker: usize, f: impl FnOnce(&mut Worker) -> T + Send + 'static) -> Result<oneshot::Receiver<T>> {
+    pub fn call<T: Send + 'static>(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut Worker) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>> {
         let (tx, rx) = oneshot::channel();
         self.submit(worker, move |w| {
             let _ = tx.send(f(w));
@@ -128,8 +148,14 @@ impl Runtime {
     }
 
     /// Runs `f` on worker `worker`; `f` replies by itself (possibly after a sync).
-    pub fn submit(&self, worker: usize, f: impl FnOnce(&mut Worker) + Send + 'static) -> Result<()> {
-        self.senders[worker % self.senders.len()].send(Box::new(f)).map_err(|_| EngineError::ShuttingDown)
+    pub fn submit(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut Worker) + Send + 'static,
+    ) -> Result<()> {
+        self.senders[worker % self.senders.len()]
+            .send(Box::new(f))
+            .map_err(|_| EngineError::ShuttingDown)
     }
 
     /// Syncs every shard and stops every worker; later calls fail with `ShuttingDown`.

@@ -30,7 +30,8 @@ use crate::kernels::Kernels;
 use crate::payload_index::FieldIndex;
 use crate::topk::{Hit, TopK};
 use crate::types::{
-    CollectionConfig, Distance, Payload, PayloadSchemaType, PointId, SparseVector, VectorData, VectorOutput,
+    CollectionConfig, Distance, Payload, PayloadSchemaType, PointId, SparseVector, VectorData,
+    VectorOutput,
 };
 
 #[cfg(not(target_endian = "little"))]
@@ -66,7 +67,9 @@ struct DenseStore {
 
 impl DenseStore {
     fn get(&self, off: usize) -> Option<&[f32]> {
-        self.present.get(off).then(|| &self.data.as_slice()[off * self.dim..(off + 1) * self.dim])
+        self.present
+            .get(off)
+            .then(|| &self.data.as_slice()[off * self.dim..(off + 1) * self.dim])
     }
 }
 
@@ -102,7 +105,10 @@ impl SparseStore {
             return None;
         }
         let (a, b) = (self.starts[off] as usize, self.starts[off + 1] as usize);
-        Some(SparseVector { indices: self.indices[a..b].to_vec(), values: self.values[a..b].to_vec() })
+        Some(SparseVector {
+            indices: self.indices[a..b].to_vec(),
+            values: self.values[a..b].to_vec(),
+        })
     }
 }
 
@@ -219,11 +225,27 @@ impl Segment {
             .0
             .iter()
             .map(|(n, p)| {
-                (n.clone(), DenseStore { dim: p.size, distance: p.distance, data: Floats::Owned(Vec::new()), present: BitSet::new(0) })
+                (
+                    n.clone(),
+                    DenseStore {
+                        dim: p.size,
+                        distance: p.distance,
+                        data: Floats::Owned(Vec::new()),
+                        present: BitSet::new(0),
+                    },
+                )
             })
             .collect();
-        let sparse = config.sparse_vectors.keys().map(|n| (n.clone(), SparseStore::default())).collect();
-        let indexes = config.payload_schema.iter().map(|(k, s)| (k.clone(), FieldIndex::new(s.kind()))).collect();
+        let sparse = config
+            .sparse_vectors
+            .keys()
+            .map(|n| (n.clone(), SparseStore::default()))
+            .collect();
+        let indexes = config
+            .payload_schema
+            .iter()
+            .map(|(k, s)| (k.clone(), FieldIndex::new(s.kind())))
+            .collect();
         Segment {
             id,
             dir: None,
@@ -275,7 +297,11 @@ impl Segment {
 
     /// Iterates `(offset, id)` of live slots.
     pub fn live_ids(&self) -> impl Iterator<Item = (usize, PointId)> + '_ {
-        self.ids.iter().enumerate().filter(|(o, _)| !self.deleted.get(*o)).map(|(o, id)| (o, *id))
+        self.ids
+            .iter()
+            .enumerate()
+            .filter(|(o, _)| !self.deleted.get(*o))
+            .map(|(o, id)| (o, *id))
     }
 
     /// Marks slot `off` deleted.
@@ -292,11 +318,19 @@ impl Segment {
     }
 
     /// Appends a point; only valid on the appendable segment. Returns its offset.
-    pub fn push(&mut self, id: PointId, version: u64, vectors: &BTreeMap<String, VectorData>, payload: Payload) -> u32 {
+    pub fn push(
+        &mut self,
+        id: PointId,
+        version: u64,
+        vectors: &BTreeMap<String, VectorData>,
+        payload: Payload,
+    ) -> u32 {
         debug_assert!(self.is_appendable());
         let off = self.ids.len() as u32;
         for (name, store) in self.dense.iter_mut() {
-            let Floats::Owned(data) = &mut store.data else { unreachable!("appendable stores are owned") };
+            let Floats::Owned(data) = &mut store.data else {
+                unreachable!("appendable stores are owned")
+            };
             match vectors.get(name) {
                 Some(VectorData::Dense(v)) => {
                     data.extend_from_slice(v);
@@ -317,7 +351,9 @@ impl Segment {
         for (key, index) in self.indexes.iter_mut() {
             index.add(off, key, &payload);
         }
-        let Payloads::Owned(p) = &mut self.payloads else { unreachable!("appendable payloads are owned") };
+        let Payloads::Owned(p) = &mut self.payloads else {
+            unreachable!("appendable payloads are owned")
+        };
         p.push(payload);
         self.ids.push(id);
         self.versions.push(version);
@@ -333,9 +369,12 @@ impl Segment {
                 let s: &[u64] = bytemuck::cast_slice(&starts[..]);
                 let (a, b) = (s[off] as usize, s[off + 1] as usize);
                 let bytes = data.as_ref().map_or(&[][..], |d| &d[a..b]);
-                serde_json::from_slice(bytes)
-                    .map(Cow::Owned)
-                    .map_err(|e| EngineError::Corrupted(format!("payload of slot {off} in segment {}: {e}", self.id)))
+                serde_json::from_slice(bytes).map(Cow::Owned).map_err(|e| {
+                    EngineError::Corrupted(format!(
+                        "payload of slot {off} in segment {}: {e}",
+                        self.id
+                    ))
+                })
             }
         }
     }
@@ -347,7 +386,8 @@ impl Segment {
 
     /// True when slot `off` has vector `name` (dense or sparse).
     pub fn has_vector(&self, name: &str, off: usize) -> bool {
-        self.dense.get(name).is_some_and(|s| s.present.get(off)) || self.sparse.get(name).is_some_and(|s| s.present.get(off))
+        self.dense.get(name).is_some_and(|s| s.present.get(off))
+            || self.sparse.get(name).is_some_and(|s| s.present.get(off))
     }
 
     /// Every vector of slot `off`.
@@ -367,7 +407,12 @@ impl Segment {
     }
 
     /// The vectors of slot `off` that `wants` selects, shaped as Qdrant returns them.
-    pub fn vector_output(&self, off: usize, wants: &dyn Fn(&str) -> bool, single: bool) -> VectorOutput {
+    pub fn vector_output(
+        &self,
+        off: usize,
+        wants: &dyn Fn(&str) -> bool,
+        single: bool,
+    ) -> VectorOutput {
         let mut all = self.vectors(off);
         all.retain(|k, _| wants(k));
         if single && let Some(VectorData::Dense(v)) = all.remove(crate::types::DEFAULT_VECTOR) {
@@ -390,11 +435,17 @@ impl Segment {
                 _ => return Ok(BitSet::new(n)),
             }
         }
-        let Some(filter) = filter.filter(|f| !f.is_empty()) else { return Ok(mask) };
-        let mut exact = filter.should.is_empty() && filter.must_not.is_empty() && filter.min_should.is_none();
+        let Some(filter) = filter.filter(|f| !f.is_empty()) else {
+            return Ok(mask);
+        };
+        let mut exact =
+            filter.should.is_empty() && filter.must_not.is_empty() && filter.min_should.is_none();
         for cond in &filter.must {
             let answered = match cond {
-                Condition::Field(fc) => self.indexes.get(&fc.key).and_then(|idx| idx.candidates(fc, n)),
+                Condition::Field(fc) => self
+                    .indexes
+                    .get(&fc.key)
+                    .and_then(|idx| idx.candidates(fc, n)),
                 _ => None,
             };
             match answered {
@@ -410,7 +461,11 @@ impl Segment {
             for off in mask.iter_ones() {
                 let payload = self.payload(off)?;
                 let hv = |name: &str| self.has_vector(name, off);
-                if !filter.matches(&PointView { id: self.ids[off], payload: &payload, has_vector: &hv }) {
+                if !filter.matches(&PointView {
+                    id: self.ids[off],
+                    payload: &payload,
+                    has_vector: &hv,
+                }) {
                     rejected.push(off);
                 }
             }
@@ -422,9 +477,17 @@ impl Segment {
     /// Exact scan of dense vector `name` for several queries at once. The scan is blocked:
     /// each block of rows is scored against every query while it is in cache, so a batch costs
     /// one pass over memory instead of one per query.
-    pub fn scan_dense(&self, seg_idx: u32, name: &str, queries: &mut [DenseQuery<'_>], k: &Kernels) {
+    pub fn scan_dense(
+        &self,
+        seg_idx: u32,
+        name: &str,
+        queries: &mut [DenseQuery<'_>],
+        k: &Kernels,
+    ) {
         const BLOCK: usize = 128;
-        let Some(store) = self.dense.get(name) else { return };
+        let Some(store) = self.dense.get(name) else {
+            return;
+        };
         let data = store.data.as_slice();
         let dim = store.dim;
         let n = self.len().min(data.len() / dim.max(1));
@@ -436,9 +499,16 @@ impl Segment {
                     if !q.mask.get(off) {
                         continue;
                     }
-                    let s = store.distance.raw_score(k, q.vector, &data[off * dim..(off + 1) * dim]);
+                    let s =
+                        store
+                            .distance
+                            .raw_score(k, q.vector, &data[off * dim..(off + 1) * dim]);
                     if s >= q.threshold && s > q.top.floor() {
-                        q.top.push(Hit { score: s, seg: seg_idx, off: off as u32 });
+                        q.top.push(Hit {
+                            score: s,
+                            seg: seg_idx,
+                            off: off as u32,
+                        });
                     }
                 }
             }
@@ -448,8 +518,18 @@ impl Segment {
 
     /// Sparse dot-product search through the inverted index; only points sharing at least one
     /// index with the query are candidates.
-    pub fn scan_sparse(&self, seg_idx: u32, name: &str, query: &SparseVector, mask: &BitSet, threshold: f32, top: &mut TopK) {
-        let Some(store) = self.sparse.get(name) else { return };
+    pub fn scan_sparse(
+        &self,
+        seg_idx: u32,
+        name: &str,
+        query: &SparseVector,
+        mask: &BitSet,
+        threshold: f32,
+        top: &mut TopK,
+    ) {
+        let Some(store) = self.sparse.get(name) else {
+            return;
+        };
         let mut acc: HashMap<u32, f32> = HashMap::new();
         for (i, qv) in query.indices.iter().zip(&query.values) {
             if let Some(list) = store.postings.get(i) {
@@ -460,14 +540,20 @@ impl Segment {
         }
         for (off, s) in acc {
             if mask.get(off as usize) && s >= threshold {
-                top.push(Hit { score: s, seg: seg_idx, off });
+                top.push(Hit {
+                    score: s,
+                    seg: seg_idx,
+                    off,
+                });
             }
         }
     }
 
     /// Builds the index for `key` if it is missing or of another type (persisting it when sealed).
     pub fn ensure_index(&mut self, key: &str, kind: PayloadSchemaType) -> Result<()> {
-        if self.indexes.get(key).is_some_and(|i| std::mem::discriminant(i) == std::mem::discriminant(&FieldIndex::new(kind))) {
+        if self.indexes.get(key).is_some_and(|i| {
+            std::mem::discriminant(i) == std::mem::discriminant(&FieldIndex::new(kind))
+        }) {
             return Ok(());
         }
         let mut index = FieldIndex::new(kind);
@@ -475,8 +561,15 @@ impl Segment {
             index.add(off as u32, key, &*self.payload(off)?);
         }
         if let Some(dir) = &self.dir {
-            let file = IndexFile { key: key.to_string(), kind, index };
-            fsutil::atomic_write(&dir.join(index_file_name(key)), &serde_json::to_vec(&file).map_err(std::io::Error::other)?)?;
+            let file = IndexFile {
+                key: key.to_string(),
+                kind,
+                index,
+            };
+            fsutil::atomic_write(
+                &dir.join(index_file_name(key)),
+                &serde_json::to_vec(&file).map_err(std::io::Error::other)?,
+            )?;
             index = file.index;
         }
         self.indexes.insert(key.to_string(), index);
@@ -500,12 +593,19 @@ impl Segment {
         let mut files = Vec::new();
         let mut put = |name: String, bytes: &[u8]| -> Result<String> {
             fsutil::write_synced(&dir.join(&name), bytes)?;
-            files.push(FileEntry { name: name.clone(), size: bytes.len() as u64, crc32: crc32fast::hash(bytes) });
+            files.push(FileEntry {
+                name: name.clone(),
+                size: bytes.len() as u64,
+                crc32: crc32fast::hash(bytes),
+            });
             Ok(name)
         };
         let ids: Vec<u8> = live.iter().flat_map(|&o| self.ids[o].to_bytes()).collect();
         put("ids.bin".into(), &ids)?;
-        let versions: Vec<u8> = live.iter().flat_map(|&o| self.versions[o].to_le_bytes()).collect();
+        let versions: Vec<u8> = live
+            .iter()
+            .flat_map(|&o| self.versions[o].to_le_bytes())
+            .collect();
         put("versions.bin".into(), &versions)?;
         let mut dense = Vec::new();
         for (i, (name, store)) in self.dense.iter().enumerate() {
@@ -519,7 +619,13 @@ impl Segment {
             }
             let file = put(format!("dense-{i}.f32"), &data)?;
             let present = put(format!("dense-{i}.present"), &present.to_bytes())?;
-            dense.push(DenseLayout { name: name.clone(), dim: store.dim, distance: store.distance, file, present });
+            dense.push(DenseLayout {
+                name: name.clone(),
+                dim: store.dim,
+                distance: store.distance,
+                file,
+                present,
+            });
         }
         let mut sparse = Vec::new();
         for (i, (name, store)) in self.sparse.iter().enumerate() {
@@ -534,7 +640,10 @@ impl Segment {
             bytes.extend_from_slice(bytemuck::cast_slice(&out.indices));
             bytes.extend_from_slice(bytemuck::cast_slice(&out.values));
             bytes.extend_from_slice(&out.present.to_bytes());
-            sparse.push(SparseLayout { name: name.clone(), file: put(format!("sparse-{i}.bin"), &bytes)? });
+            sparse.push(SparseLayout {
+                name: name.clone(),
+                file: put(format!("sparse-{i}.bin"), &bytes)?,
+            });
         }
         let mut starts: Vec<u64> = vec![0];
         let mut data = Vec::new();
@@ -544,23 +653,47 @@ impl Segment {
         }
         put("payload.starts".into(), bytemuck::cast_slice(&starts))?;
         put("payload.json".into(), &data)?;
-        let manifest = SegmentManifest { format_version: SEGMENT_FORMAT_VERSION, id, points: live.len(), dense, sparse, files };
-        fsutil::write_synced(&dir.join(MANIFEST), &serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?)?;
+        let manifest = SegmentManifest {
+            format_version: SEGMENT_FORMAT_VERSION,
+            id,
+            points: live.len(),
+            dense,
+            sparse,
+            files,
+        };
+        fsutil::write_synced(
+            &dir.join(MANIFEST),
+            &serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
+        )?;
         fsutil::fsync_dir(dir)?;
         Ok(manifest)
     }
 
     /// Opens a sealed segment directory. `deleted` is the content of its current deletion file.
-    pub fn open_sealed(dir: &Path, config: &CollectionConfig, deleted: Option<BitSet>) -> Result<Segment> {
-        let bad = |what: String| EngineError::Corrupted(format!("segment {}: {what}", dir.display()));
-        let manifest: SegmentManifest = serde_json::from_slice(&fs::read(dir.join(MANIFEST))?).map_err(|e| bad(format!("manifest: {e}")))?;
+    pub fn open_sealed(
+        dir: &Path,
+        config: &CollectionConfig,
+        deleted: Option<BitSet>,
+    ) -> Result<Segment> {
+        let bad =
+            |what: String| EngineError::Corrupted(format!("segment {}: {what}", dir.display()));
+        let manifest: SegmentManifest = serde_json::from_slice(&fs::read(dir.join(MANIFEST))?)
+            .map_err(|e| bad(format!("manifest: {e}")))?;
         if manifest.format_version != SEGMENT_FORMAT_VERSION {
-            return Err(bad(format!("format version {} is not supported", manifest.format_version)));
+            return Err(bad(format!(
+                "format version {} is not supported",
+                manifest.format_version
+            )));
         }
         for f in &manifest.files {
-            let size = fs::metadata(dir.join(&f.name)).map_err(|e| bad(format!("{}: {e}", f.name)))?.len();
+            let size = fs::metadata(dir.join(&f.name))
+                .map_err(|e| bad(format!("{}: {e}", f.name)))?
+                .len();
             if size != f.size {
-                return Err(bad(format!("{} has {size} bytes, manifest says {}", f.name, f.size)));
+                return Err(bad(format!(
+                    "{} has {size} bytes, manifest says {}",
+                    f.name, f.size
+                )));
             }
         }
         let n = manifest.points;
@@ -573,37 +706,73 @@ impl Segment {
             .map(|c| PointId::from_bytes(c.try_into().unwrap()))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad("invalid point id".into()))?;
-        let versions: Vec<u64> = fs::read(dir.join("versions.bin"))?.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let versions: Vec<u64> = fs::read(dir.join("versions.bin"))?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         if versions.len() != n {
             return Err(bad("versions.bin size".into()));
         }
         let mut dense = BTreeMap::new();
         for l in &manifest.dense {
-            if config.vectors.0.get(&l.name).is_some_and(|p| p.size != l.dim) {
-                return Err(bad(format!("vector `{}` has {} dims, the collection {}", l.name, l.dim, config.vectors.0[&l.name].size)));
+            if config
+                .vectors
+                .0
+                .get(&l.name)
+                .is_some_and(|p| p.size != l.dim)
+            {
+                return Err(bad(format!(
+                    "vector `{}` has {} dims, the collection {}",
+                    l.name, l.dim, config.vectors.0[&l.name].size
+                )));
             }
             let data = match map_file(&dir.join(&l.file))? {
                 Some(m) if m.len() == n * l.dim * 4 => Floats::Mapped(m),
                 None if n == 0 => Floats::Owned(Vec::new()),
                 _ => return Err(bad(format!("{} size", l.file))),
             };
-            let present = BitSet::from_bytes(&fs::read(dir.join(&l.present))?).filter(|b| b.len() == n).ok_or_else(|| bad(format!("{}", l.present)))?;
-            dense.insert(l.name.clone(), DenseStore { dim: l.dim, distance: l.distance, data, present });
+            let present = BitSet::from_bytes(&fs::read(dir.join(&l.present))?)
+                .filter(|b| b.len() == n)
+                .ok_or_else(|| bad(l.present.to_string()))?;
+            dense.insert(
+                l.name.clone(),
+                DenseStore {
+                    dim: l.dim,
+                    distance: l.distance,
+                    data,
+                    present,
+                },
+            );
         }
         for (name, p) in &config.vectors.0 {
-            dense.entry(name.clone()).or_insert_with(|| DenseStore { dim: p.size, distance: p.distance, data: Floats::Owned(vec![]), present: BitSet::new(n) });
+            dense.entry(name.clone()).or_insert_with(|| DenseStore {
+                dim: p.size,
+                distance: p.distance,
+                data: Floats::Owned(vec![]),
+                present: BitSet::new(n),
+            });
         }
         let mut sparse = BTreeMap::new();
         for l in &manifest.sparse {
-            sparse.insert(l.name.clone(), read_sparse(&dir.join(&l.file), n).ok_or_else(|| bad(format!("{} is malformed", l.file)))?);
+            sparse.insert(
+                l.name.clone(),
+                read_sparse(&dir.join(&l.file), n)
+                    .ok_or_else(|| bad(format!("{} is malformed", l.file)))?,
+            );
         }
         for name in config.sparse_vectors.keys() {
-            sparse.entry(name.clone()).or_insert_with(|| SparseStore { starts: vec![0; n + 1], present: BitSet::new(n), ..Default::default() });
+            sparse.entry(name.clone()).or_insert_with(|| SparseStore {
+                starts: vec![0; n + 1],
+                present: BitSet::new(n),
+                ..Default::default()
+            });
         }
-        let starts = map_file(&dir.join("payload.starts"))?.ok_or_else(|| bad("payload.starts is empty".into()))?;
+        let starts = map_file(&dir.join("payload.starts"))?
+            .ok_or_else(|| bad("payload.starts is empty".into()))?;
         let data = map_file(&dir.join("payload.json"))?;
         {
-            let s: &[u64] = bytemuck::try_cast_slice(&starts[..]).map_err(|_| bad("payload.starts size".into()))?;
+            let s: &[u64] = bytemuck::try_cast_slice(&starts[..])
+                .map_err(|_| bad("payload.starts size".into()))?;
             let data_len = data.as_ref().map_or(0, |d| d.len()) as u64;
             if s.len() != n + 1 || s.windows(2).any(|w| w[0] > w[1]) || s[n] != data_len {
                 return Err(bad("payload.starts does not match payload.json".into()));
@@ -652,7 +821,9 @@ impl Segment {
 
 fn read_sparse(path: &Path, n: usize) -> Option<SparseStore> {
     let b = fs::read(path).ok()?;
-    let rd = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)) };
+    let rd = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    };
     if rd(0)? as usize != n {
         return None;
     }
@@ -663,20 +834,41 @@ fn read_sparse(path: &Path, n: usize) -> Option<SparseStore> {
         pos += bytes;
         Some(s)
     };
-    let starts: Vec<u64> = take((n + 1) * 8)?.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-    let indices: Vec<u32> = take(nnz * 4)?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let values: Vec<f32> = take(nnz * 4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let starts: Vec<u64> = take((n + 1) * 8)?
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let indices: Vec<u32> = take(nnz * 4)?
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let values: Vec<f32> = take(nnz * 4)?
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let present = BitSet::from_bytes(b.get(pos..)?)?;
-    if present.len() != n || starts.windows(2).any(|w| w[0] > w[1]) || starts.last().copied() != Some(nnz as u64) {
+    if present.len() != n
+        || starts.windows(2).any(|w| w[0] > w[1])
+        || starts.last().copied() != Some(nnz as u64)
+    {
         return None;
     }
     let mut postings: HashMap<u32, Vec<(u32, f32)>> = HashMap::new();
     for off in 0..n {
         for j in starts[off] as usize..starts[off + 1] as usize {
-            postings.entry(indices[j]).or_default().push((off as u32, values[j]));
+            postings
+                .entry(indices[j])
+                .or_default()
+                .push((off as u32, values[j]));
         }
     }
-    Some(SparseStore { starts, indices, values, present, postings })
+    Some(SparseStore {
+        starts,
+        indices,
+        values,
+        present,
+        postings,
+    })
 }
 
 /// One query of a blocked dense scan.

@@ -33,7 +33,9 @@ use crate::kernels;
 use crate::search::{QueryVector, RankedHit, ScrollRequest, SearchRequest};
 use crate::segment::{DenseQuery, Segment, segment_dir_name};
 use crate::topk::{Hit, TopK};
-use crate::types::{CollectionConfig, Payload, PointId, Record, ScoredPoint, WithPayload, WithVector};
+use crate::types::{
+    CollectionConfig, Payload, PointId, Record, ScoredPoint, WithPayload, WithVector,
+};
 use crate::wal::{PointWrite, Wal, WalOp};
 
 const STATE_FILE: &str = "shard.json";
@@ -94,16 +96,30 @@ impl Shard {
         fs::create_dir_all(dir.join("segments"))?;
         let state_path = dir.join(STATE_FILE);
         let state: ShardState = match fs::read(&state_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| EngineError::Corrupted(format!("{}: {e}", state_path.display())))?,
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| EngineError::Corrupted(format!("{}: {e}", state_path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let s = ShardState { format_version: STATE_FORMAT_VERSION, generation: 0, version: 0, next_segment_id: 1, segments: vec![] };
-                fsutil::atomic_write(&state_path, &serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?)?;
+                let s = ShardState {
+                    format_version: STATE_FORMAT_VERSION,
+                    generation: 0,
+                    version: 0,
+                    next_segment_id: 1,
+                    segments: vec![],
+                };
+                fsutil::atomic_write(
+                    &state_path,
+                    &serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?,
+                )?;
                 s
             }
             Err(e) => return Err(e.into()),
         };
         if state.format_version != STATE_FORMAT_VERSION {
-            return Err(EngineError::Corrupted(format!("{}: unsupported format version {}", state_path.display(), state.format_version)));
+            return Err(EngineError::Corrupted(format!(
+                "{}: unsupported format version {}",
+                state_path.display(),
+                state.format_version
+            )));
         }
         remove_unreferenced(dir, &state)?;
         let mut segments = Vec::new();
@@ -112,8 +128,12 @@ impl Shard {
             let seg_dir = dir.join("segments").join(segment_dir_name(r.id));
             let deleted = match &r.deleted {
                 Some(name) => Some(
-                    BitSet::from_bytes(&fs::read(seg_dir.join(name))?)
-                        .ok_or_else(|| EngineError::Corrupted(format!("{}: malformed deletion bitset", seg_dir.join(name).display())))?,
+                    BitSet::from_bytes(&fs::read(seg_dir.join(name))?).ok_or_else(|| {
+                        EngineError::Corrupted(format!(
+                            "{}: malformed deletion bitset",
+                            seg_dir.join(name).display()
+                        ))
+                    })?,
                 ),
                 None => None,
             };
@@ -137,7 +157,13 @@ impl Shard {
             for (off, id) in seg.live_ids().collect::<Vec<_>>() {
                 // An id live in two sealed segments cannot be produced by this engine; if a
                 // damaged state shows one anyway, the newer segment wins.
-                if let Some(old) = shard.id_map.insert(id, Loc { seg: si as u32, off: off as u32 }) {
+                if let Some(old) = shard.id_map.insert(
+                    id,
+                    Loc {
+                        seg: si as u32,
+                        off: off as u32,
+                    },
+                ) {
                     tracing::warn!(%id, "point live in two segments; keeping the newer");
                     let _ = old;
                 }
@@ -156,7 +182,10 @@ impl Shard {
 
     /// Live points and segment count.
     pub fn stats(&self) -> ShardStats {
-        ShardStats { points: self.id_map.len(), segments: self.segments.len() }
+        ShardStats {
+            points: self.id_map.len(),
+            segments: self.segments.len(),
+        }
     }
 
     /// The configuration this shard was opened with.
@@ -179,16 +208,21 @@ impl Shard {
     /// syncs per batch) before memory changes. Seals when the appendable segment is full.
     pub fn write(&mut self, op: WalOp) -> Result<()> {
         match &op {
-            WalOp::SetPayload { ids, .. } | WalOp::OverwritePayload { ids, .. } | WalOp::DeletePayloadKeys { ids, .. } | WalOp::ClearPayload(ids) => {
-                self.check_exist(ids)?
-            }
+            WalOp::SetPayload { ids, .. }
+            | WalOp::OverwritePayload { ids, .. }
+            | WalOp::DeletePayloadKeys { ids, .. }
+            | WalOp::ClearPayload(ids) => self.check_exist(ids)?,
             WalOp::Upsert(_) | WalOp::Delete(_) => {}
         }
         let version = self.version + 1;
         self.wal.append(version, &op)?;
         self.version = version;
         self.apply(version, op)?;
-        if self.segments.last().is_some_and(|s| s.len() >= self.config.segment_max_points) {
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.len() >= self.config.segment_max_points)
+        {
             self.seal()?;
         }
         Ok(())
@@ -204,18 +238,35 @@ impl Shard {
         self.wal.is_dirty()
     }
 
-    fn put(&mut self, version: u64, id: PointId, vectors: &BTreeMap<String, crate::types::VectorData>, payload: Payload) {
+    fn put(
+        &mut self,
+        version: u64,
+        id: PointId,
+        vectors: &BTreeMap<String, crate::types::VectorData>,
+        payload: Payload,
+    ) {
         if let Some(old) = self.id_map.get(&id) {
             self.segments[old.seg as usize].delete(old.off as usize);
         }
         let seg = self.appendable_idx();
-        let off = self.segments.last_mut().expect("appendable segment").push(id, version, vectors, payload);
+        let off = self
+            .segments
+            .last_mut()
+            .expect("appendable segment")
+            .push(id, version, vectors, payload);
         self.id_map.insert(id, Loc { seg, off });
     }
 
-    fn rewrite_payload(&mut self, version: u64, ids: &[PointId], f: impl Fn(&mut Payload)) -> Result<()> {
+    fn rewrite_payload(
+        &mut self,
+        version: u64,
+        ids: &[PointId],
+        f: impl Fn(&mut Payload),
+    ) -> Result<()> {
         for id in ids {
-            let Some(loc) = self.id_map.get(id).copied() else { continue };
+            let Some(loc) = self.id_map.get(id).copied() else {
+                continue;
+            };
             let seg = &self.segments[loc.seg as usize];
             let mut payload = seg.payload(loc.off as usize)?.into_owned();
             let vectors = seg.vectors(loc.off as usize);
@@ -229,7 +280,12 @@ impl Shard {
     fn apply(&mut self, version: u64, op: WalOp) -> Result<()> {
         match op {
             WalOp::Upsert(points) => {
-                for PointWrite { id, vectors, payload } in points {
+                for PointWrite {
+                    id,
+                    vectors,
+                    payload,
+                } in points
+                {
                     self.put(version, id, &vectors, payload);
                 }
             }
@@ -240,9 +296,15 @@ impl Shard {
                     }
                 }
             }
-            WalOp::SetPayload { ids, payload, key } => self.rewrite_payload(version, &ids, |p| set_payload(p, &payload, key.as_deref()))?,
-            WalOp::OverwritePayload { ids, payload } => self.rewrite_payload(version, &ids, |p| *p = payload.clone())?,
-            WalOp::DeletePayloadKeys { ids, keys } => self.rewrite_payload(version, &ids, |p| keys.iter().for_each(|k| delete_path(p, k)))?,
+            WalOp::SetPayload { ids, payload, key } => {
+                self.rewrite_payload(version, &ids, |p| set_payload(p, &payload, key.as_deref()))?
+            }
+            WalOp::OverwritePayload { ids, payload } => {
+                self.rewrite_payload(version, &ids, |p| *p = payload.clone())?
+            }
+            WalOp::DeletePayloadKeys { ids, keys } => self.rewrite_payload(version, &ids, |p| {
+                keys.iter().for_each(|k| delete_path(p, k))
+            })?,
             WalOp::ClearPayload(ids) => self.rewrite_payload(version, &ids, |p| p.clear())?,
         }
         Ok(())
@@ -251,7 +313,9 @@ impl Shard {
     /// Seals the appendable segment and persists deletions: a checkpoint (see the module docs).
     pub fn seal(&mut self) -> Result<()> {
         let app = self.segments.last().expect("appendable segment");
-        let any_deleted_dirty = self.segments[..self.segments.len() - 1].iter().any(|s| s.deleted_dirty);
+        let any_deleted_dirty = self.segments[..self.segments.len() - 1]
+            .iter()
+            .any(|s| s.deleted_dirty);
         if app.is_empty() && !any_deleted_dirty {
             return Ok(());
         }
@@ -277,7 +341,10 @@ impl Shard {
         for (i, seg) in self.segments[..self.segments.len() - 1].iter().enumerate() {
             if seg.deleted_dirty {
                 let name = format!("deleted-{new_gen}.bits");
-                fsutil::atomic_write(&seg.directory().expect("sealed").join(&name), &seg.deleted().to_bytes())?;
+                fsutil::atomic_write(
+                    &seg.directory().expect("sealed").join(&name),
+                    &seg.deleted().to_bytes(),
+                )?;
                 deleted_files[i] = Some(name);
             }
         }
@@ -285,13 +352,31 @@ impl Shard {
         fsutil::remove_any(&new_wal_path)?;
         let (new_wal, _) = Wal::open(&new_wal_path)?;
         fsutil::fsync_dir(&self.dir)?;
-        let mut refs: Vec<SegmentRef> =
-            self.segments[..self.segments.len() - 1].iter().zip(&deleted_files).map(|(s, d)| SegmentRef { id: s.id, deleted: d.clone() }).collect();
+        let mut refs: Vec<SegmentRef> = self.segments[..self.segments.len() - 1]
+            .iter()
+            .zip(&deleted_files)
+            .map(|(s, d)| SegmentRef {
+                id: s.id,
+                deleted: d.clone(),
+            })
+            .collect();
         if let Some(s) = &sealed_new {
-            refs.push(SegmentRef { id: s.id, deleted: None });
+            refs.push(SegmentRef {
+                id: s.id,
+                deleted: None,
+            });
         }
-        let state = ShardState { format_version: STATE_FORMAT_VERSION, generation: new_gen, version: self.version, next_segment_id, segments: refs };
-        fsutil::atomic_write(&self.dir.join(STATE_FILE), &serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?)?;
+        let state = ShardState {
+            format_version: STATE_FORMAT_VERSION,
+            generation: new_gen,
+            version: self.version,
+            next_segment_id,
+            segments: refs,
+        };
+        fsutil::atomic_write(
+            &self.dir.join(STATE_FILE),
+            &serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?,
+        )?;
 
         // Committed: switch memory over to the new generation.
         let old_wal = std::mem::replace(&mut self.wal, new_wal);
@@ -302,13 +387,20 @@ impl Shard {
         if let Some(seg) = sealed_new {
             let si = self.segments.len() as u32;
             for (off, id) in seg.live_ids() {
-                self.id_map.insert(id, Loc { seg: si, off: off as u32 });
+                self.id_map.insert(
+                    id,
+                    Loc {
+                        seg: si,
+                        off: off as u32,
+                    },
+                );
             }
             self.segments.push(seg);
             deleted_files.push(None);
         }
         self.deleted_files = deleted_files;
-        self.segments.push(Segment::new_appendable(next_segment_id, &self.config));
+        self.segments
+            .push(Segment::new_appendable(next_segment_id, &self.config));
         self.generation = new_gen;
         self.next_segment_id = next_segment_id;
         let _ = fs::remove_file(old_wal.path());
@@ -321,32 +413,75 @@ impl Shard {
     /// Point ids matching `filter` (all live ids without one).
     pub fn resolve(&self, filter: &Filter) -> Result<Vec<PointId>> {
         let masks = self.masks(None, Some(filter))?;
-        Ok(self.id_map.iter().filter(|(_, l)| masks[l.seg as usize].get(l.off as usize)).map(|(id, _)| *id).collect())
+        Ok(self
+            .id_map
+            .iter()
+            .filter(|(_, l)| masks[l.seg as usize].get(l.off as usize))
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     fn masks(&self, vector: Option<&str>, filter: Option<&Filter>) -> Result<Vec<BitSet>> {
-        self.segments.iter().map(|s| s.mask(vector, filter)).collect()
+        self.segments
+            .iter()
+            .map(|s| s.mask(vector, filter))
+            .collect()
     }
 
     /// Number of live points matching `filter`.
     pub fn count(&self, filter: Option<&Filter>) -> Result<usize> {
         match filter {
             None => Ok(self.id_map.len()),
-            Some(f) => Ok(self.masks(None, Some(f))?.iter().map(BitSet::count_ones).sum()),
+            Some(f) => Ok(self
+                .masks(None, Some(f))?
+                .iter()
+                .map(BitSet::count_ones)
+                .sum()),
         }
     }
 
-    fn record(&self, id: PointId, loc: Loc, with_payload: &WithPayload, with_vector: &WithVector) -> Result<Record> {
+    fn record(
+        &self,
+        id: PointId,
+        loc: Loc,
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+    ) -> Result<Record> {
         let seg = &self.segments[loc.seg as usize];
         let off = loc.off as usize;
-        let payload = if with_payload.wants_any() { with_payload.select(&*seg.payload(off)?) } else { None };
-        let vector = with_vector.wants_any().then(|| seg.vector_output(off, &|n| with_vector.wants(n), self.config.vectors.is_single()));
-        Ok(Record { id, payload, vector })
+        let payload = if with_payload.wants_any() {
+            with_payload.select(&*seg.payload(off)?)
+        } else {
+            None
+        };
+        let vector = with_vector.wants_any().then(|| {
+            seg.vector_output(
+                off,
+                &|n| with_vector.wants(n),
+                self.config.vectors.is_single(),
+            )
+        });
+        Ok(Record {
+            id,
+            payload,
+            vector,
+        })
     }
 
     /// The points with these ids that exist, in the given order.
-    pub fn retrieve(&self, ids: &[PointId], with_payload: &WithPayload, with_vector: &WithVector) -> Result<Vec<Record>> {
-        ids.iter().filter_map(|id| self.id_map.get(id).map(|l| self.record(*id, *l, with_payload, with_vector))).collect()
+    pub fn retrieve(
+        &self,
+        ids: &[PointId],
+        with_payload: &WithPayload,
+        with_vector: &WithVector,
+    ) -> Result<Vec<Record>> {
+        ids.iter()
+            .filter_map(|id| {
+                self.id_map
+                    .get(id)
+                    .map(|l| self.record(*id, *l, with_payload, with_vector))
+            })
+            .collect()
     }
 
     /// Up to `limit + 1` points from `offset` on, in id order (the extra one gives the next offset).
@@ -355,10 +490,16 @@ impl Shard {
             Some(f) if !f.is_empty() => Some(self.masks(None, Some(f))?),
             _ => None,
         };
-        let start = req.offset.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
+        let start = req
+            .offset
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
         self.id_map
             .range((start, std::ops::Bound::Unbounded))
-            .filter(|(_, l)| masks.as_ref().is_none_or(|m| m[l.seg as usize].get(l.off as usize)))
+            .filter(|(_, l)| {
+                masks
+                    .as_ref()
+                    .is_none_or(|m| m[l.seg as usize].get(l.off as usize))
+            })
             .take(req.limit.saturating_add(1))
             .map(|(id, l)| self.record(*id, *l, &req.with_payload, &req.with_vector))
             .collect()
@@ -368,16 +509,27 @@ impl Shard {
     /// Dense requests on the same vector share one blocked pass over each segment.
     pub fn search_batch(&self, reqs: &[SearchRequest]) -> Result<Vec<Vec<RankedHit>>> {
         let k = kernels::active();
-        let mut tops: Vec<TopK> = reqs.iter().map(|r| TopK::new(r.offset.saturating_add(r.limit))).collect();
+        let mut tops: Vec<TopK> = reqs
+            .iter()
+            .map(|r| TopK::new(r.offset.saturating_add(r.limit)))
+            .collect();
         let threshold = |r: &SearchRequest| -> f32 {
             match (&r.query, r.score_threshold) {
                 (_, None) => f32::NEG_INFINITY,
                 (QueryVector::Sparse(_), Some(t)) => t,
-                (QueryVector::Dense(_), Some(t)) => self.config.vectors.0.get(&r.using).map_or(t, |p| p.distance.raw_threshold(t)),
+                (QueryVector::Dense(_), Some(t)) => self
+                    .config
+                    .vectors
+                    .0
+                    .get(&r.using)
+                    .map_or(t, |p| p.distance.raw_threshold(t)),
             }
         };
-        let mut dense_names: Vec<&str> =
-            reqs.iter().filter(|r| matches!(r.query, QueryVector::Dense(_))).map(|r| r.using.as_str()).collect();
+        let mut dense_names: Vec<&str> = reqs
+            .iter()
+            .filter(|r| matches!(r.query, QueryVector::Dense(_)))
+            .map(|r| r.using.as_str())
+            .collect();
         dense_names.sort_unstable();
         dense_names.dedup();
         for (si, seg) in self.segments.iter().enumerate() {
@@ -388,7 +540,12 @@ impl Shard {
                         && r.using == *name
                     {
                         let mask = seg.mask(Some(name), r.filter.as_ref())?;
-                        queries.push(DenseQuery { vector: v, mask, threshold: threshold(r), top });
+                        queries.push(DenseQuery {
+                            vector: v,
+                            mask,
+                            threshold: threshold(r),
+                            top,
+                        });
                     }
                 }
                 seg.scan_dense(si as u32, name, &mut queries, k);
@@ -400,7 +557,10 @@ impl Shard {
                 }
             }
         }
-        reqs.iter().zip(tops).map(|(r, top)| self.materialize(r, top.into_sorted())).collect()
+        reqs.iter()
+            .zip(tops)
+            .map(|(r, top)| self.materialize(r, top.into_sorted()))
+            .collect()
     }
 
     fn materialize(&self, r: &SearchRequest, hits: Vec<Hit>) -> Result<Vec<RankedHit>> {
@@ -409,21 +569,40 @@ impl Shard {
             .map(|h| {
                 let seg = &self.segments[h.seg as usize];
                 let id = seg.id_at(h.off as usize);
-                let rec = self.record(id, Loc { seg: h.seg, off: h.off }, &r.with_payload, &r.with_vector)?;
+                let rec = self.record(
+                    id,
+                    Loc {
+                        seg: h.seg,
+                        off: h.off,
+                    },
+                    &r.with_payload,
+                    &r.with_vector,
+                )?;
                 let score = match (&r.query, distance) {
                     (QueryVector::Dense(_), Some(d)) => d.user_score(h.score),
                     _ => h.score,
                 };
                 Ok(RankedHit {
                     raw: h.score,
-                    point: ScoredPoint { id, version: seg.version_at(h.off as usize), score, payload: rec.payload, vector: rec.vector },
+                    point: ScoredPoint {
+                        id,
+                        version: seg.version_at(h.off as usize),
+                        score,
+                        payload: rec.payload,
+                        vector: rec.vector,
+                    },
                 })
             })
             .collect()
     }
 
     /// Builds a payload index in every segment.
-    pub fn create_index(&mut self, key: &str, kind: crate::types::PayloadSchemaType, config: Arc<CollectionConfig>) -> Result<()> {
+    pub fn create_index(
+        &mut self,
+        key: &str,
+        kind: crate::types::PayloadSchemaType,
+        config: Arc<CollectionConfig>,
+    ) -> Result<()> {
         for seg in self.segments.iter_mut() {
             seg.ensure_index(key, kind)?;
         }
@@ -452,13 +631,18 @@ fn remove_unreferenced(dir: &Path, state: &ShardState) -> Result<()> {
     for entry in fs::read_dir(&seg_root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        match state.segments.iter().find(|r| segment_dir_name(r.id) == name) {
+        match state
+            .segments
+            .iter()
+            .find(|r| segment_dir_name(r.id) == name)
+        {
             None => fsutil::remove_any(&entry.path())?,
             Some(r) => {
                 for f in fs::read_dir(entry.path())? {
                     let f = f?;
                     let fname = f.file_name().to_string_lossy().into_owned();
-                    let stale_deleted = fname.starts_with("deleted-") && Some(&fname) != r.deleted.as_ref();
+                    let stale_deleted =
+                        fname.starts_with("deleted-") && Some(&fname) != r.deleted.as_ref();
                     if stale_deleted || fname.ends_with(fsutil::TMP_SUFFIX) {
                         fsutil::remove_any(&f.path())?;
                     }
@@ -482,7 +666,9 @@ pub fn set_payload(payload: &mut Payload, new: &Payload, key: Option<&str>) {
     let mut target = payload;
     if let Some(key) = key {
         for part in key.split('.') {
-            let slot = target.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
+            let slot = target
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
             if !slot.is_object() {
                 *slot = Value::Object(Default::default());
             }

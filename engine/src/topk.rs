@@ -27,7 +27,9 @@ impl PartialOrd for Hit {
 }
 impl Ord for Hit {
     fn cmp(&self, o: &Self) -> Ordering {
-        self.score.total_cmp(&o.score).then_with(|| (o.seg, o.off).cmp(&(self.seg, self.off)))
+        self.score
+            .total_cmp(&o.score)
+            .then_with(|| (o.seg, o.off).cmp(&(self.seg, self.off)))
     }
 }
 
@@ -41,13 +43,20 @@ pub struct TopK {
 impl TopK {
     /// A selector for `k` hits.
     pub fn new(k: usize) -> Self {
-        TopK { k, heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1) }
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1),
+        }
     }
 
     /// The score a new hit must beat once the selector is full.
     #[inline]
     pub fn floor(&self) -> f32 {
-        if self.heap.len() < self.k { f32::NEG_INFINITY } else { self.heap.peek().map_or(f32::NEG_INFINITY, |h| h.0.score) }
+        if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |h| h.0.score)
+        }
     }
 
     /// Offers a hit.
@@ -81,7 +90,11 @@ mod tests {
     fn keeps_best() {
         let mut t = TopK::new(3);
         for (i, s) in [0.5, 0.1, 0.9, 0.7, 0.2].iter().enumerate() {
-            t.push(Hit { score: *s, seg: 0, off: i as u32 });
+            t.push(Hit {
+                score: *s,
+                seg: 0,
+                off: i as u32,
+            });
         }
         let got: Vec<f32> = t.into_sorted().iter().map(|h| h.score).collect();
         assert_eq!(got, vec![0.9, 0.7, 0.5]);

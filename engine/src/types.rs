@@ -59,7 +59,9 @@ impl PointId {
     pub fn from_bytes(b: &[u8; 17]) -> Option<PointId> {
         match b[0] {
             0 => Some(PointId::Num(u64::from_le_bytes(b[1..9].try_into().ok()?))),
-            1 => Some(PointId::Uuid(uuid::Uuid::from_u128(u128::from_le_bytes(b[1..].try_into().ok()?)))),
+            1 => Some(PointId::Uuid(uuid::Uuid::from_u128(u128::from_le_bytes(
+                b[1..].try_into().ok()?,
+            )))),
             _ => None,
         }
     }
@@ -93,14 +95,17 @@ impl<'de> Deserialize<'de> for PointId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error;
         match Value::deserialize(d)? {
-            Value::Number(n) => n
-                .as_u64()
-                .map(PointId::Num)
-                .ok_or_else(|| D::Error::custom(format!("point id must be an unsigned integer or a UUID, got {n}"))),
+            Value::Number(n) => n.as_u64().map(PointId::Num).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "point id must be an unsigned integer or a UUID, got {n}"
+                ))
+            }),
             Value::String(s) => uuid::Uuid::parse_str(&s)
                 .map(PointId::Uuid)
                 .map_err(|_| D::Error::custom(format!("point id `{s}` is not a valid UUID"))),
-            other => Err(D::Error::custom(format!("point id must be an unsigned integer or a UUID, got {other}"))),
+            other => Err(D::Error::custom(format!(
+                "point id must be an unsigned integer or a UUID, got {other}"
+            ))),
         }
     }
 }
@@ -174,7 +179,11 @@ pub struct VectorParams {
 impl VectorParams {
     /// Params with no extra settings.
     pub fn new(size: usize, distance: Distance) -> Self {
-        VectorParams { size, distance, extra: Map::new() }
+        VectorParams {
+            size,
+            distance,
+            extra: Map::new(),
+        }
     }
 }
 
@@ -185,7 +194,10 @@ pub struct VectorsConfig(pub BTreeMap<String, VectorParams>);
 impl VectorsConfig {
     /// A single unnamed vector.
     pub fn single(size: usize, distance: Distance) -> Self {
-        VectorsConfig(BTreeMap::from([(DEFAULT_VECTOR.to_string(), VectorParams::new(size, distance))]))
+        VectorsConfig(BTreeMap::from([(
+            DEFAULT_VECTOR.to_string(),
+            VectorParams::new(size, distance),
+        )]))
     }
 
     /// True when the collection has exactly one unnamed dense vector.
@@ -196,7 +208,11 @@ impl VectorsConfig {
 
 impl Serialize for VectorsConfig {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if self.is_single() { self.0[DEFAULT_VECTOR].serialize(s) } else { self.0.serialize(s) }
+        if self.is_single() {
+            self.0[DEFAULT_VECTOR].serialize(s)
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
@@ -205,10 +221,15 @@ impl<'de> Deserialize<'de> for VectorsConfig {
         use serde::de::Error;
         let v = Value::deserialize(d)?;
         if v.get("size").is_some() || v.get("distance").is_some() {
-            let p = VectorParams::deserialize(v).map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
-            return Ok(VectorsConfig(BTreeMap::from([(DEFAULT_VECTOR.to_string(), p)])));
+            let p = VectorParams::deserialize(v)
+                .map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
+            return Ok(VectorsConfig(BTreeMap::from([(
+                DEFAULT_VECTOR.to_string(),
+                p,
+            )])));
         }
-        let map = BTreeMap::<String, VectorParams>::deserialize(v).map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
+        let map = BTreeMap::<String, VectorParams>::deserialize(v)
+            .map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
         Ok(VectorsConfig(map))
     }
 }
@@ -241,9 +262,16 @@ impl SparseVector {
             )));
         }
         if self.values.iter().any(|v| !v.is_finite()) {
-            return Err(EngineError::bad("sparse vector contains NaN or infinite values"));
+            return Err(EngineError::bad(
+                "sparse vector contains NaN or infinite values",
+            ));
         }
-        let mut pairs: Vec<(u32, f32)> = self.indices.iter().copied().zip(self.values.iter().copied()).collect();
+        let mut pairs: Vec<(u32, f32)> = self
+            .indices
+            .iter()
+            .copied()
+            .zip(self.values.iter().copied())
+            .collect();
         pairs.sort_by_key(|p| p.0);
         if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(EngineError::bad("sparse vector contains duplicate indices"));
@@ -301,7 +329,9 @@ impl PointVectors {
     /// Named form, with the unnamed vector under [`DEFAULT_VECTOR`].
     pub fn into_named(self) -> BTreeMap<String, VectorData> {
         match self {
-            PointVectors::Single(v) => BTreeMap::from([(DEFAULT_VECTOR.to_string(), VectorData::Dense(v))]),
+            PointVectors::Single(v) => {
+                BTreeMap::from([(DEFAULT_VECTOR.to_string(), VectorData::Dense(v))])
+            }
             PointVectors::Named(m) => m,
         }
     }
@@ -352,17 +382,30 @@ impl WithPayload {
         match self {
             WithPayload::Bool(false) => None,
             WithPayload::Bool(true) => Some(payload.clone()),
-            WithPayload::Include(keys) | WithPayload::Selector { include: Some(keys), exclude: None } => {
+            WithPayload::Include(keys)
+            | WithPayload::Selector {
+                include: Some(keys),
+                exclude: None,
+            } => {
                 let keys: Vec<String> = keys.iter().map(top).collect();
-                Some(payload.iter().filter(|(k, _)| keys.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+                Some(
+                    payload
+                        .iter()
+                        .filter(|(k, _)| keys.contains(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
             }
             WithPayload::Selector { include, exclude } => {
-                let inc: Option<Vec<String>> = include.as_ref().map(|v| v.iter().map(top).collect());
+                let inc: Option<Vec<String>> =
+                    include.as_ref().map(|v| v.iter().map(top).collect());
                 let exc: Vec<String> = exclude.iter().flatten().cloned().collect();
                 Some(
                     payload
                         .iter()
-                        .filter(|(k, _)| inc.as_ref().is_none_or(|i| i.contains(k)) && !exc.contains(k))
+                        .filter(|(k, _)| {
+                            inc.as_ref().is_none_or(|i| i.contains(k)) && !exc.contains(k)
+                        })
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                 )
@@ -535,10 +578,15 @@ impl CollectionConfig {
     pub fn validate(&self) -> Result<()> {
         for (name, p) in &self.vectors.0 {
             if p.size == 0 || p.size > 65_536 {
-                return Err(EngineError::bad(format!("vectors.{name}.size must be between 1 and 65536, got {}", p.size)));
+                return Err(EngineError::bad(format!(
+                    "vectors.{name}.size must be between 1 and 65536, got {}",
+                    p.size
+                )));
             }
             if self.sparse_vectors.contains_key(name) {
-                return Err(EngineError::bad(format!("vector name `{name}` is used for both a dense and a sparse vector")));
+                return Err(EngineError::bad(format!(
+                    "vector name `{name}` is used for both a dense and a sparse vector"
+                )));
             }
         }
         if self.sparse_vectors.contains_key(DEFAULT_VECTOR) {
@@ -560,7 +608,10 @@ mod tests {
         let a: PointId = serde_json::from_str("7").unwrap();
         let b: PointId = serde_json::from_str("\"550e8400-e29b-41d4-a716-446655440000\"").unwrap();
         assert!(a < b);
-        assert_eq!(serde_json::to_string(&b).unwrap(), "\"550e8400-e29b-41d4-a716-446655440000\"");
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            "\"550e8400-e29b-41d4-a716-446655440000\""
+        );
         assert!(serde_json::from_str::<PointId>("-1").is_err());
         assert!(serde_json::from_str::<PointId>("\"nope\"").is_err());
         for id in [a, b] {
@@ -570,13 +621,17 @@ mod tests {
 
     #[test]
     fn vectors_config_shapes() {
-        let single: VectorsConfig = serde_json::from_str(r#"{"size": 4, "distance": "Cosine"}"#).unwrap();
+        let single: VectorsConfig =
+            serde_json::from_str(r#"{"size": 4, "distance": "Cosine"}"#).unwrap();
         assert!(single.is_single());
         assert_eq!(serde_json::to_value(&single).unwrap()["size"], 4);
         let named: VectorsConfig =
-            serde_json::from_str(r#"{"img": {"size": 4, "distance": "Dot", "on_disk": true}}"#).unwrap();
+            serde_json::from_str(r#"{"img": {"size": 4, "distance": "Dot", "on_disk": true}}"#)
+                .unwrap();
         assert_eq!(named.0["img"].extra["on_disk"], true);
-        assert!(serde_json::from_str::<VectorsConfig>(r#"{"size": 4, "distance": "Nope"}"#).is_err());
+        assert!(
+            serde_json::from_str::<VectorsConfig>(r#"{"size": 4, "distance": "Nope"}"#).is_err()
+        );
     }
 
     #[test]
@@ -585,18 +640,30 @@ mod tests {
         let inc: WithPayload = serde_json::from_str(r#"["a", "b.c"]"#).unwrap();
         assert_eq!(inc.select(&p).unwrap().len(), 2);
         let exc: WithPayload = serde_json::from_str(r#"{"exclude": ["a"]}"#).unwrap();
-        assert_eq!(exc.select(&p).unwrap().keys().collect::<Vec<_>>(), vec!["b", "d"]);
+        assert_eq!(
+            exc.select(&p).unwrap().keys().collect::<Vec<_>>(),
+            vec!["b", "d"]
+        );
         assert!(WithPayload::Bool(false).select(&p).is_none());
     }
 
     #[test]
     fn sparse_validation() {
-        let mut s = SparseVector { indices: vec![5, 1], values: vec![0.5, 1.0] };
+        let mut s = SparseVector {
+            indices: vec![5, 1],
+            values: vec![0.5, 1.0],
+        };
         s.validate_and_sort().unwrap();
         assert_eq!(s.indices, vec![1, 5]);
-        let mut d = SparseVector { indices: vec![1, 1], values: vec![0.5, 1.0] };
+        let mut d = SparseVector {
+            indices: vec![1, 1],
+            values: vec![0.5, 1.0],
+        };
         assert!(d.validate_and_sort().is_err());
-        let o = SparseVector { indices: vec![5, 9], values: vec![2.0, 1.0] };
+        let o = SparseVector {
+            indices: vec![5, 9],
+            values: vec![2.0, 1.0],
+        };
         assert_eq!(s.dot(&o), 1.0);
     }
 }

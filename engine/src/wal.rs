@@ -110,7 +110,11 @@ impl WalOp {
                 let n = d.u32()? as usize;
                 let mut points = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
-                    points.push(PointWrite { id: d.id()?, vectors: d.vectors()?, payload: d.payload()? });
+                    points.push(PointWrite {
+                        id: d.id()?,
+                        vectors: d.vectors()?,
+                        payload: d.payload()?,
+                    });
                 }
                 WalOp::Upsert(points)
             }
@@ -120,9 +124,16 @@ impl WalOp {
                 let payload = d.payload()?;
                 let key = d.str()?;
                 let has_key = d.u8()? == 1;
-                WalOp::SetPayload { ids, payload, key: has_key.then_some(key) }
+                WalOp::SetPayload {
+                    ids,
+                    payload,
+                    key: has_key.then_some(key),
+                }
             }
-            4 => WalOp::OverwritePayload { ids: d.ids()?, payload: d.payload()? },
+            4 => WalOp::OverwritePayload {
+                ids: d.ids()?,
+                payload: d.payload()?,
+            },
             5 => {
                 let ids = d.ids()?;
                 let n = d.u32()? as usize;
@@ -130,7 +141,11 @@ impl WalOp {
                 WalOp::DeletePayloadKeys { ids, keys }
             }
             6 => WalOp::ClearPayload(d.ids()?),
-            t => return Err(EngineError::Corrupted(format!("WAL record: unknown op {t}"))),
+            t => {
+                return Err(EngineError::Corrupted(format!(
+                    "WAL record: unknown op {t}"
+                )));
+            }
         })
     }
 }
@@ -158,7 +173,12 @@ pub struct Replay {
 impl Wal {
     /// Opens (or creates) the log at `path`, returns its good records and truncates a bad tail.
     pub fn open(path: &Path) -> Result<(Wal, Replay)> {
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)?;
         let mut records = Vec::new();
@@ -166,14 +186,19 @@ impl Wal {
         while pos + HEADER <= buf.len() {
             let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
             let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap());
-            let Some(body) = buf.get(pos + HEADER..pos + HEADER + len).filter(|_| len <= MAX_RECORD && len >= 8) else {
+            let Some(body) = buf
+                .get(pos + HEADER..pos + HEADER + len)
+                .filter(|_| (8..=MAX_RECORD).contains(&len))
+            else {
                 break;
             };
             if crc32fast::hash(body) != crc {
                 break;
             }
             let mut d = Decoder::new(body);
-            let parsed = d.u64().and_then(|v| WalOp::decode(&mut d).map(|op| (v, op)));
+            let parsed = d
+                .u64()
+                .and_then(|v| WalOp::decode(&mut d).map(|op| (v, op)));
             match parsed {
                 Ok(rec) if d.done() => records.push(rec),
                 _ => break,
@@ -187,7 +212,18 @@ impl Wal {
             file.sync_all()?;
         }
         file.seek(SeekFrom::Start(pos as u64))?;
-        Ok((Wal { path: path.to_path_buf(), file, len: pos as u64, dirty: false }, Replay { records, dropped_bytes: dropped }))
+        Ok((
+            Wal {
+                path: path.to_path_buf(),
+                file,
+                len: pos as u64,
+                dirty: false,
+            },
+            Replay {
+                records,
+                dropped_bytes: dropped,
+            },
+        ))
     }
 
     /// Appends one record (not yet durable: see [`Wal::sync`]).
@@ -252,13 +288,29 @@ mod tests {
         vec![
             WalOp::Upsert(vec![PointWrite {
                 id: PointId::Num(7),
-                vectors: BTreeMap::from([("".to_string(), VectorData::Dense(vec![0.1, f32::MIN_POSITIVE, -3.0]))]),
+                vectors: BTreeMap::from([(
+                    "".to_string(),
+                    VectorData::Dense(vec![0.1, f32::MIN_POSITIVE, -3.0]),
+                )]),
                 payload: payload.clone(),
             }]),
-            WalOp::Delete(vec![PointId::Num(1), PointId::Uuid(uuid::Uuid::from_u128(5))]),
-            WalOp::SetPayload { ids: vec![PointId::Num(7)], payload: payload.clone(), key: Some("x.y".into()) },
-            WalOp::OverwritePayload { ids: vec![PointId::Num(7)], payload },
-            WalOp::DeletePayloadKeys { ids: vec![PointId::Num(7)], keys: vec!["a".into()] },
+            WalOp::Delete(vec![
+                PointId::Num(1),
+                PointId::Uuid(uuid::Uuid::from_u128(5)),
+            ]),
+            WalOp::SetPayload {
+                ids: vec![PointId::Num(7)],
+                payload: payload.clone(),
+                key: Some("x.y".into()),
+            },
+            WalOp::OverwritePayload {
+                ids: vec![PointId::Num(7)],
+                payload,
+            },
+            WalOp::DeletePayloadKeys {
+                ids: vec![PointId::Num(7)],
+                keys: vec!["a".into()],
+            },
             WalOp::ClearPayload(vec![PointId::Num(7)]),
         ]
     }
@@ -275,7 +327,10 @@ mod tests {
         w.sync().unwrap();
         drop(w);
         let (mut w, r) = Wal::open(&p).unwrap();
-        assert_eq!(r.records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), ops());
+        assert_eq!(
+            r.records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+            ops()
+        );
         assert_eq!(r.records.last().unwrap().0, 6);
         w.append(7, &WalOp::Delete(vec![PointId::Num(9)])).unwrap();
         drop(w);
@@ -298,10 +353,16 @@ mod tests {
             std::fs::write(&p, &full[..cut]).unwrap();
             let (_, r) = Wal::open(&p).unwrap();
             assert!(r.records.len() < ops().len());
-            assert_eq!(r.records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), ops()[..r.records.len()].to_vec());
+            assert_eq!(
+                r.records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+                ops()[..r.records.len()].to_vec()
+            );
             assert!(r.records.len() <= last);
             last = r.records.len();
-            assert_eq!(std::fs::metadata(&p).unwrap().len() as usize + r.dropped_bytes as usize, cut);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().len() as usize + r.dropped_bytes as usize,
+                cut
+            );
         }
         // A flipped byte in the third record drops it and everything after it.
         let mut bad = full.clone();

@@ -42,13 +42,41 @@ fn clean_restart_keeps_everything() {
     let search_before;
     {
         let (e, c) = make(dir.path(), 40);
-        block(c.create_index("group".into(), PayloadFieldSchema::Type(PayloadSchemaType::Keyword))).unwrap();
+        block(c.create_index(
+            "group".into(),
+            PayloadFieldSchema::Type(PayloadSchemaType::Keyword),
+        ))
+        .unwrap();
         let mut rng = Rng(5);
-        block(c.upsert((0..250).map(|i| point(i, rng.vec(4), standard_payload(i))).collect(), true)).unwrap();
+        block(
+            c.upsert(
+                (0..250)
+                    .map(|i| point(i, rng.vec(4), standard_payload(i)))
+                    .collect(),
+                true,
+            ),
+        )
+        .unwrap();
         // Deletions and payload changes that hit sealed segments, plus some unsealed tail.
-        block(c.delete(PointsSelector::Ids((0..250).step_by(3).map(PointId::Num).collect()), true)).unwrap();
-        block(c.set_payload(PointsSelector::Filter(filter(json!({"must": [{"key": "group", "match": {"value": "g1"}}]}))), payload(json!({"tag": "x"})), None, true)).unwrap();
-        block(c.upsert(vec![point(1000, vec![1.0, 2.0, 3.0, 4.0], json!({"late": true}))], false)).unwrap();
+        block(c.delete(
+            PointsSelector::Ids((0..250).step_by(3).map(PointId::Num).collect()),
+            true,
+        ))
+        .unwrap();
+        block(c.set_payload(
+            PointsSelector::Filter(filter(
+                json!({"must": [{"key": "group", "match": {"value": "g1"}}]}),
+            )),
+            payload(json!({"tag": "x"})),
+            None,
+            true,
+        ))
+        .unwrap();
+        block(c.upsert(
+            vec![point(1000, vec![1.0, 2.0, 3.0, 4.0], json!({"late": true}))],
+            false,
+        ))
+        .unwrap();
         expected = scroll_all(&c, None);
         search_before = block(c.search(SearchRequest::new(vec![0.5, -0.5, 0.1, 0.9], 15))).unwrap();
         e.shutdown();
@@ -56,16 +84,33 @@ fn clean_restart_keeps_everything() {
     let e = open(dir.path(), 2);
     let c = e.collection("p").unwrap();
     assert_eq!(scroll_all(&c, None), expected);
-    assert_eq!(block(c.search(SearchRequest::new(vec![0.5, -0.5, 0.1, 0.9], 15))).unwrap(), search_before);
-    assert_eq!(c.config().payload_schema.len(), 1, "index definition persisted");
+    assert_eq!(
+        block(c.search(SearchRequest::new(vec![0.5, -0.5, 0.1, 0.9], 15))).unwrap(),
+        search_before
+    );
+    assert_eq!(
+        c.config().payload_schema.len(),
+        1,
+        "index definition persisted"
+    );
     let f = filter(json!({"must": [{"key": "tag", "match": {"value": "x"}}]}));
-    assert_eq!(block(c.count(Some(f))).unwrap(), expected.iter().filter(|r| r.payload.as_ref().unwrap().get("tag").is_some()).count());
+    assert_eq!(
+        block(c.count(Some(f))).unwrap(),
+        expected
+            .iter()
+            .filter(|r| r.payload.as_ref().unwrap().get("tag").is_some())
+            .count()
+    );
     // Checkpoint everything, restart again: the WAL is empty, data comes from sealed segments.
     block(c.flush()).unwrap();
     e.shutdown();
     drop(e);
     for w in wal_files(dir.path()) {
-        assert_eq!(fs::metadata(&w).unwrap().len(), 0, "{w:?} empty after a checkpoint");
+        assert_eq!(
+            fs::metadata(&w).unwrap().len(),
+            0,
+            "{w:?} empty after a checkpoint"
+        );
     }
     let e = open(dir.path(), 2);
     assert_eq!(scroll_all(&e.collection("p").unwrap(), None), expected);
@@ -77,7 +122,15 @@ fn torn_wal_tail_drops_only_the_torn_record() {
     let acknowledged;
     {
         let (e, c) = make(dir.path(), 10_000);
-        block(c.upsert((0..50).map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i}))).collect(), true)).unwrap();
+        block(
+            c.upsert(
+                (0..50)
+                    .map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i})))
+                    .collect(),
+                true,
+            ),
+        )
+        .unwrap();
         acknowledged = scroll_all(&c, None);
         e.shutdown();
     }
@@ -91,7 +144,11 @@ fn torn_wal_tail_drops_only_the_torn_record() {
         assert_eq!(scroll_all(&e.collection("p").unwrap(), None), acknowledged);
         e.shutdown();
         drop(e);
-        assert_eq!(fs::metadata(&w).unwrap().len() as usize, good, "torn tail truncated");
+        assert_eq!(
+            fs::metadata(&w).unwrap().len() as usize,
+            good,
+            "torn tail truncated"
+        );
     }
     // A corrupted byte inside the last record: that record is dropped, earlier ones survive.
     let w = &wal_files(dir.path())[0];
@@ -102,7 +159,10 @@ fn torn_wal_tail_drops_only_the_torn_record() {
     let e = open(dir.path(), 2);
     let after = scroll_all(&e.collection("p").unwrap(), None);
     assert!(after.len() < acknowledged.len());
-    assert!(after.iter().all(|r| acknowledged.contains(r)), "no record applied half or changed");
+    assert!(
+        after.iter().all(|r| acknowledged.contains(r)),
+        "no record applied half or changed"
+    );
 }
 
 #[test]
@@ -111,7 +171,15 @@ fn interrupted_checkpoint_leftovers_are_ignored_and_removed() {
     let expected;
     {
         let (e, c) = make(dir.path(), 30);
-        block(c.upsert((0..100).map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i}))).collect(), true)).unwrap();
+        block(
+            c.upsert(
+                (0..100)
+                    .map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i})))
+                    .collect(),
+                true,
+            ),
+        )
+        .unwrap();
         expected = scroll_all(&c, None);
         e.shutdown();
     }
@@ -128,7 +196,12 @@ fn interrupted_checkpoint_leftovers_are_ignored_and_removed() {
     let e = open(dir.path(), 2);
     assert_eq!(scroll_all(&e.collection("p").unwrap(), None), expected);
     assert_eq!(e.list_collections(), vec!["p"]);
-    for p in [&stray_tmp, &stray_seg, &shard0.join("wal-999.log"), &shard0.join("shard.json.tmp")] {
+    for p in [
+        &stray_tmp,
+        &stray_seg,
+        &shard0.join("wal-999.log"),
+        &shard0.join("shard.json.tmp"),
+    ] {
         assert!(!p.exists(), "{p:?} removed");
     }
 }
@@ -138,14 +211,36 @@ fn damaged_segment_is_reported_not_misread() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (e, c) = make(dir.path(), 10);
-        block(c.upsert((0..40).map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i}))).collect(), true)).unwrap();
+        block(
+            c.upsert(
+                (0..40)
+                    .map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i})))
+                    .collect(),
+                true,
+            ),
+        )
+        .unwrap();
         e.shutdown();
     }
     let segs = dir.path().join("collections/p/0/segments");
     let seg = fs::read_dir(&segs).unwrap().next().unwrap().unwrap().path();
     let f = seg.join("dense-0.f32");
     let len = fs::metadata(&f).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len - 4).unwrap();
-    let err = Engine::open(EngineOptions { storage_path: dir.path().to_path_buf(), workers: 2, pin_threads: false }).err().expect("must fail");
-    assert!(matches!(err, EngineError::Corrupted(ref m) if m.contains("dense-0.f32")), "{err}");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(len - 4)
+        .unwrap();
+    let err = Engine::open(EngineOptions {
+        storage_path: dir.path().to_path_buf(),
+        workers: 2,
+        pin_threads: false,
+    })
+    .err()
+    .expect("must fail");
+    assert!(
+        matches!(err, EngineError::Corrupted(ref m) if m.contains("dense-0.f32")),
+        "{err}"
+    );
 }

@@ -8,6 +8,9 @@ use quiver_engine::kernels::scalar;
 use quiver_engine::*;
 use serde_json::json;
 
+/// A reference predicate on payloads, the same condition a filter expresses.
+type Keep = Box<dyn Fn(&Payload) -> bool>;
+
 struct Case {
     dim: usize,
     points: Vec<(u64, Vec<f32>, Payload)>,
@@ -15,7 +18,12 @@ struct Case {
 
 fn dataset(seed: u64, n: u64, dim: usize) -> Case {
     let mut rng = Rng(seed);
-    Case { dim, points: (0..n).map(|i| (i, rng.vec(dim), payload(standard_payload(i)))).collect() }
+    Case {
+        dim,
+        points: (0..n)
+            .map(|i| (i, rng.vec(dim), payload(standard_payload(i))))
+            .collect(),
+    }
 }
 
 fn normalise(v: &[f32]) -> Vec<f32> {
@@ -24,7 +32,14 @@ fn normalise(v: &[f32]) -> Vec<f32> {
 }
 
 /// Scalar reference: user-visible score and the ranking order (best first).
-fn reference(d: Distance, q: &[f32], data: &Case, keep: &dyn Fn(&Payload) -> bool, limit: usize, offset: usize) -> Vec<(u64, f32)> {
+fn reference(
+    d: Distance,
+    q: &[f32],
+    data: &Case,
+    keep: &dyn Fn(&Payload) -> bool,
+    limit: usize,
+    offset: usize,
+) -> Vec<(u64, f32)> {
     let mut scored: Vec<(u64, f32)> = data
         .points
         .iter()
@@ -40,7 +55,14 @@ fn reference(d: Distance, q: &[f32], data: &Case, keep: &dyn Fn(&Payload) -> boo
         })
         .collect();
     let lower_better = matches!(d, Distance::Euclid | Distance::Manhattan);
-    scored.sort_by(|a, b| if lower_better { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) }.then(a.0.cmp(&b.0)));
+    scored.sort_by(|a, b| {
+        if lower_better {
+            a.1.total_cmp(&b.1)
+        } else {
+            b.1.total_cmp(&a.1)
+        }
+        .then(a.0.cmp(&b.0))
+    });
     scored.into_iter().skip(offset).take(limit).collect()
 }
 
@@ -48,11 +70,19 @@ fn assert_same(got: &[ScoredPoint], want: &[(u64, f32)], ctx: &str) {
     assert_eq!(got.len(), want.len(), "{ctx}: lengths");
     for (g, (id, s)) in got.iter().zip(want) {
         let tol = 1e-3 * s.abs().max(1.0);
-        assert!((g.score - s).abs() <= tol, "{ctx}: score {} vs {s}", g.score);
+        assert!(
+            (g.score - s).abs() <= tol,
+            "{ctx}: score {} vs {s}",
+            g.score
+        );
         // Ids must agree unless two reference scores tie within rounding.
         if g.id != PointId::Num(*id) {
             let alt = want.iter().find(|(i, _)| PointId::Num(*i) == g.id);
-            assert!(alt.is_some_and(|(_, s2)| (s2 - s).abs() <= tol), "{ctx}: id {:?} vs {id}", g.id);
+            assert!(
+                alt.is_some_and(|(_, s2)| (s2 - s).abs() <= tol),
+                "{ctx}: id {:?} vs {id}",
+                g.id
+            );
         }
     }
 }
@@ -65,28 +95,59 @@ fn run_distance(d: Distance, indexed: bool) {
     cfg.segment_max_points = 150;
     let c = e.create_collection("r", cfg).unwrap();
     if indexed {
-        block(c.create_index("group".into(), PayloadFieldSchema::Type(PayloadSchemaType::Keyword))).unwrap();
-        block(c.create_index("n".into(), PayloadFieldSchema::Type(PayloadSchemaType::Integer))).unwrap();
+        block(c.create_index(
+            "group".into(),
+            PayloadFieldSchema::Type(PayloadSchemaType::Keyword),
+        ))
+        .unwrap();
+        block(c.create_index(
+            "n".into(),
+            PayloadFieldSchema::Type(PayloadSchemaType::Integer),
+        ))
+        .unwrap();
     }
     for chunk in data.points.chunks(100) {
-        let pts = chunk.iter().map(|(id, v, p)| PointStruct { id: (*id).into(), vector: PointVectors::Single(v.clone()), payload: Some(p.clone()) }).collect();
+        let pts = chunk
+            .iter()
+            .map(|(id, v, p)| PointStruct {
+                id: (*id).into(),
+                vector: PointVectors::Single(v.clone()),
+                payload: Some(p.clone()),
+            })
+            .collect();
         block(c.upsert(pts, true)).unwrap();
     }
     if !indexed {
         // Indexes created after the data exists must be built over sealed segments too.
-        block(c.create_index("group".into(), PayloadFieldSchema::Type(PayloadSchemaType::Keyword))).unwrap();
+        block(c.create_index(
+            "group".into(),
+            PayloadFieldSchema::Type(PayloadSchemaType::Keyword),
+        ))
+        .unwrap();
     }
     let mut rng = Rng(99);
-    let filters: Vec<(Option<Filter>, Box<dyn Fn(&Payload) -> bool>)> = vec![
+    let filters: Vec<(Option<Filter>, Keep)> = vec![
         (None, Box::new(|_| true)),
-        (Some(filter(json!({"must": [{"key": "group", "match": {"value": "g2"}}]}))), Box::new(|p| p["group"] == "g2")),
         (
-            Some(filter(json!({"must": [{"key": "n", "range": {"gte": 100, "lt": 400}}], "must_not": [{"key": "even", "match": {"value": true}}]}))),
+            Some(filter(
+                json!({"must": [{"key": "group", "match": {"value": "g2"}}]}),
+            )),
+            Box::new(|p| p["group"] == "g2"),
+        ),
+        (
+            Some(filter(
+                json!({"must": [{"key": "n", "range": {"gte": 100, "lt": 400}}], "must_not": [{"key": "even", "match": {"value": true}}]}),
+            )),
             Box::new(|p| (100..400).contains(&p["n"].as_u64().unwrap()) && p["even"] == false),
         ),
         (
-            Some(filter(json!({"should": [{"key": "group", "match": {"any": ["g0", "g4"]}}, {"key": "score", "range": {"lt": 5.0}}]}))),
-            Box::new(|p| ["g0", "g4"].contains(&p["group"].as_str().unwrap()) || p["score"].as_f64().unwrap() < 5.0),
+            Some(filter(
+                json!({"should": [{"key": "group", "match": {"any": ["g0", "g4"]}}, {"key": "score", "range": {"lt": 5.0}}]}),
+            )),
+            Box::new(|p| {
+                ["g0", "g4"].contains(&p["group"].as_str().unwrap())
+                    || p["score"].as_f64().unwrap() < 5.0
+            }),
         ),
     ];
     let mut batch = Vec::new();
@@ -99,7 +160,11 @@ fn run_distance(d: Distance, indexed: bool) {
             req.offset = offset;
             let got = block(c.search(req.clone())).unwrap();
             let want = reference(d, &q, &data, keep.as_ref(), limit, offset);
-            assert_same(&got, &want, &format!("{d:?} indexed={indexed} filter#{fi} limit={limit} offset={offset}"));
+            assert_same(
+                &got,
+                &want,
+                &format!("{d:?} indexed={indexed} filter#{fi} limit={limit} offset={offset}"),
+            );
             batch.push(req);
             expected.push(want);
         }
@@ -116,8 +181,16 @@ fn run_distance(d: Distance, indexed: bool) {
     req.score_threshold = Some(t);
     let got = block(c.search(req)).unwrap();
     let lower_better = matches!(d, Distance::Euclid | Distance::Manhattan);
-    assert!(got.iter().all(|h| if lower_better { h.score <= t * 1.0001 } else { h.score >= t - 1e-4 }));
-    assert!((20..=22).contains(&got.len()), "{d:?}: {} hits within threshold", got.len());
+    assert!(got.iter().all(|h| if lower_better {
+        h.score <= t * 1.0001
+    } else {
+        h.score >= t - 1e-4
+    }));
+    assert!(
+        (20..=22).contains(&got.len()),
+        "{d:?}: {} hits within threshold",
+        got.len()
+    );
 }
 
 #[test]
@@ -152,7 +225,13 @@ fn indexed_filters_equal_scanned_filters() {
     cfg.segment_max_points = 64;
     let plain = e.create_collection("plain", cfg.clone()).unwrap();
     let idx = e.create_collection("idx", cfg).unwrap();
-    for (key, t) in [("group", PayloadSchemaType::Keyword), ("n", PayloadSchemaType::Integer), ("score", PayloadSchemaType::Float), ("even", PayloadSchemaType::Bool), ("when", PayloadSchemaType::Datetime)] {
+    for (key, t) in [
+        ("group", PayloadSchemaType::Keyword),
+        ("n", PayloadSchemaType::Integer),
+        ("score", PayloadSchemaType::Float),
+        ("even", PayloadSchemaType::Bool),
+        ("when", PayloadSchemaType::Datetime),
+    ] {
         block(idx.create_index(key.into(), PayloadFieldSchema::Type(t))).unwrap();
     }
     let pts = |i: u64| {
@@ -162,7 +241,11 @@ fn indexed_filters_equal_scanned_filters() {
     };
     for c in [&plain, &idx] {
         block(c.upsert((0..300).map(pts).collect(), true)).unwrap();
-        block(c.delete(PointsSelector::Ids((0..300).step_by(7).map(PointId::Num).collect()), true)).unwrap();
+        block(c.delete(
+            PointsSelector::Ids((0..300).step_by(7).map(PointId::Num).collect()),
+            true,
+        ))
+        .unwrap();
     }
     let cases = [
         json!({"must": [{"key": "group", "match": {"value": "g1"}}]}),
@@ -179,10 +262,20 @@ fn indexed_filters_equal_scanned_filters() {
         let a = scroll_all(&plain, Some(f.clone()));
         let b = scroll_all(&idx, Some(f.clone()));
         assert!(!a.is_empty(), "{f:?} selects something");
-        assert_eq!(a.iter().map(|r| r.id).collect::<Vec<_>>(), b.iter().map(|r| r.id).collect::<Vec<_>>(), "{f:?}");
-        assert_eq!(block(plain.count(Some(f.clone()))).unwrap(), block(idx.count(Some(f.clone()))).unwrap());
+        assert_eq!(
+            a.iter().map(|r| r.id).collect::<Vec<_>>(),
+            b.iter().map(|r| r.id).collect::<Vec<_>>(),
+            "{f:?}"
+        );
+        assert_eq!(
+            block(plain.count(Some(f.clone()))).unwrap(),
+            block(idx.count(Some(f.clone()))).unwrap()
+        );
     }
     block(idx.drop_index("group".into())).unwrap();
     assert!(!idx.config().payload_schema.contains_key("group"));
-    assert!(matches!(block(idx.drop_index("group".into())), Err(EngineError::BadRequest(_))));
+    assert!(matches!(
+        block(idx.drop_index("group".into())),
+        Err(EngineError::BadRequest(_))
+    ));
 }

@@ -11,8 +11,12 @@ macro_rules! neon_kernel {
             unsafe {
                 let (pa, pb) = (a.as_ptr(), b.as_ptr());
                 let step = $step;
-                let (mut c0, mut c1, mut c2, mut c3) =
-                    (vdupq_n_f32(0.0), vdupq_n_f32(0.0), vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+                let (mut c0, mut c1, mut c2, mut c3) = (
+                    vdupq_n_f32(0.0),
+                    vdupq_n_f32(0.0),
+                    vdupq_n_f32(0.0),
+                    vdupq_n_f32(0.0),
+                );
                 let mut i = 0;
                 while i + 16 <= n {
                     c0 = step(c0, vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
@@ -37,7 +41,11 @@ macro_rules! neon_kernel {
     };
 }
 
-neon_kernel!(dot_neon, |acc, x, y| vfmaq_f32(acc, x, y), |x: f32, y: f32| x * y);
+neon_kernel!(
+    dot_neon,
+    |acc, x, y| vfmaq_f32(acc, x, y),
+    |x: f32, y: f32| x * y
+);
 neon_kernel!(
     l2sq_neon,
     |acc, x, y| {
@@ -46,4 +54,8 @@ neon_kernel!(
     },
     |x: f32, y: f32| (x - y) * (x - y)
 );
-neon_kernel!(l1_neon, |acc, x, y| vaddq_f32(acc, vabdq_f32(x, y)), |x: f32, y: f32| (x - y).abs());
+neon_kernel!(
+    l1_neon,
+    |acc, x, y| vaddq_f32(acc, vabdq_f32(x, y)),
+    |x: f32, y: f32| (x - y).abs()
+);

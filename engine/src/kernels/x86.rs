@@ -39,8 +39,16 @@ macro_rules! reduce_kernel {
                 while i + 4 * $lanes <= n {
                     c0 = step(c0, $load(pa.add(i)), $load(pb.add(i)));
                     c1 = step(c1, $load(pa.add(i + $lanes)), $load(pb.add(i + $lanes)));
-                    c2 = step(c2, $load(pa.add(i + 2 * $lanes)), $load(pb.add(i + 2 * $lanes)));
-                    c3 = step(c3, $load(pa.add(i + 3 * $lanes)), $load(pb.add(i + 3 * $lanes)));
+                    c2 = step(
+                        c2,
+                        $load(pa.add(i + 2 * $lanes)),
+                        $load(pb.add(i + 2 * $lanes)),
+                    );
+                    c3 = step(
+                        c3,
+                        $load(pa.add(i + 3 * $lanes)),
+                        $load(pb.add(i + 3 * $lanes)),
+                    );
                     i += 4 * $lanes;
                 }
                 while i + $lanes <= n {
@@ -60,13 +68,25 @@ macro_rules! reduce_kernel {
 }
 
 reduce_kernel!(
-    dot_avx2, "avx2,fma", __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_add_ps,
+    dot_avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_add_ps,
     |v| hsum256(v),
     |acc, x, y| _mm256_fmadd_ps(x, y, acc),
     |x: f32, y: f32| x * y
 );
 reduce_kernel!(
-    l2sq_avx2, "avx2,fma", __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_add_ps,
+    l2sq_avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_add_ps,
     |v| hsum256(v),
     |acc, x, y| {
         let d = _mm256_sub_ps(x, y);
@@ -75,7 +95,13 @@ reduce_kernel!(
     |x: f32, y: f32| (x - y) * (x - y)
 );
 reduce_kernel!(
-    l1_avx2, "avx2,fma", __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_add_ps,
+    l1_avx2,
+    "avx2,fma",
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_add_ps,
     |v| hsum256(v),
     |acc, x, y| {
         // Clearing the sign bit is |x - y| without a branch.
@@ -86,13 +112,25 @@ reduce_kernel!(
 );
 
 reduce_kernel!(
-    dot_avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_add_ps,
+    dot_avx512,
+    "avx512f",
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_add_ps,
     |v| _mm512_reduce_add_ps(v),
     |acc, x, y| _mm512_fmadd_ps(x, y, acc),
     |x: f32, y: f32| x * y
 );
 reduce_kernel!(
-    l2sq_avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_add_ps,
+    l2sq_avx512,
+    "avx512f",
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_add_ps,
     |v| _mm512_reduce_add_ps(v),
     |acc, x, y| {
         let d = _mm512_sub_ps(x, y);
@@ -101,7 +139,13 @@ reduce_kernel!(
     |x: f32, y: f32| (x - y) * (x - y)
 );
 reduce_kernel!(
-    l1_avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_add_ps,
+    l1_avx512,
+    "avx512f",
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_add_ps,
     |v| _mm512_reduce_add_ps(v),
     |acc, x, y| _mm512_add_ps(acc, _mm512_abs_ps(_mm512_sub_ps(x, y))),
     |x: f32, y: f32| (x - y).abs()

@@ -9,21 +9,26 @@ pub fn block<F: std::future::Future>(f: F) -> F::Output {
 }
 
 pub fn open(dir: &std::path::Path, workers: usize) -> Engine {
-    Engine::open(EngineOptions { storage_path: dir.to_path_buf(), workers, pin_threads: false }).unwrap()
+    Engine::open(EngineOptions {
+        storage_path: dir.to_path_buf(),
+        workers,
+        pin_threads: false,
+    })
+    .unwrap()
 }
 
 /// Deterministic xorshift generator, so failures reproduce.
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn f32(&mut self) -> f32 {
-        (self.next() % 20_000) as f32 / 10_000.0 - 1.0
+        (self.next_u64() % 20_000) as f32 / 10_000.0 - 1.0
     }
     pub fn vec(&mut self, dim: usize) -> Vec<f32> {
         (0..dim).map(|_| self.f32()).collect()
@@ -35,7 +40,11 @@ pub fn payload(v: Value) -> Payload {
 }
 
 pub fn point(id: u64, vector: Vec<f32>, p: Value) -> PointStruct {
-    PointStruct { id: PointId::Num(id), vector: PointVectors::Single(vector), payload: Some(payload(p)) }
+    PointStruct {
+        id: PointId::Num(id),
+        vector: PointVectors::Single(vector),
+        payload: Some(payload(p)),
+    }
 }
 
 pub fn filter(v: Value) -> Filter {
@@ -55,5 +64,5 @@ pub fn scroll_all(c: &Collection, filter: Option<Filter>) -> Vec<Record> {
 }
 
 pub fn standard_payload(i: u64) -> Value {
-    json!({"n": i, "group": format!("g{}", i % 5), "even": i % 2 == 0, "score": i as f64 / 10.0})
+    json!({"n": i, "group": format!("g{}", i % 5), "even": i.is_multiple_of(2), "score": i as f64 / 10.0})
 }
