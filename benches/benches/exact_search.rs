@@ -8,8 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver_engine::{
-    CollectionConfig, Distance, Engine, EngineOptions, PointId, PointStruct, PointVectors,
-    SearchRequest,
+    CollectionConfig, Distance, Engine, EngineOptions, PointId, PointStruct, PointVectors, SearchRequest,
 };
 use simsimd::SpatialSimilarity;
 
@@ -62,9 +61,7 @@ fn bench(c: &mut Criterion) {
         info.segments_count,
         engine.workers()
     );
-    let queries: Vec<Vec<f32>> = (0..64)
-        .map(|_| (0..DIM).map(|_| rng.f32()).collect())
-        .collect();
+    let queries: Vec<Vec<f32>> = (0..64).map(|_| (0..DIM).map(|_| rng.f32()).collect()).collect();
 
     let mut g = c.benchmark_group(format!("exact_search/{n}x{DIM}"));
     g.sample_size(10);
@@ -73,10 +70,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("single_query_top10", |b| {
         b.iter(|| {
             qi = (qi + 1) % queries.len();
-            black_box(
-                pollster::block_on(coll.search(SearchRequest::new(queries[qi].clone(), 10)))
-                    .unwrap(),
-            )
+            black_box(pollster::block_on(coll.search(SearchRequest::new(queries[qi].clone(), 10))).unwrap())
         })
     });
     g.bench_function("baseline_simsimd_flat_scan_1thread_top10", |b| {

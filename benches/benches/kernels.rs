@@ -11,9 +11,7 @@ use simsimd::SpatialSimilarity;
 
 fn data(dim: usize, seed: u32) -> Vec<f32> {
     (0..dim)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
-        })
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
         .collect()
 }
 
@@ -33,12 +31,8 @@ fn bench(c: &mut Criterion) {
                 bn.iter(|| (k.l1)(black_box(&a), black_box(&b)))
             });
         }
-        g.bench_function("dot/simsimd", |bn| {
-            bn.iter(|| f32::dot(black_box(&a), black_box(&b)))
-        });
-        g.bench_function("l2sq/simsimd", |bn| {
-            bn.iter(|| f32::l2sq(black_box(&a), black_box(&b)))
-        });
+        g.bench_function("dot/simsimd", |bn| bn.iter(|| f32::dot(black_box(&a), black_box(&b))));
+        g.bench_function("l2sq/simsimd", |bn| bn.iter(|| f32::l2sq(black_box(&a), black_box(&b))));
         g.finish();
     }
 }

@@ -36,8 +36,7 @@ impl Encoder {
     /// Length-prefixed f32 bits.
     pub fn f32s(&mut self, v: &[f32]) {
         self.u32(v.len() as u32);
-        v.iter()
-            .for_each(|x| self.0.extend_from_slice(&x.to_le_bytes()));
+        v.iter().for_each(|x| self.0.extend_from_slice(&x.to_le_bytes()));
     }
     /// Length-prefixed u32s.
     pub fn u32s(&mut self, v: &[u32]) {

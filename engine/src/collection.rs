@@ -13,13 +13,11 @@ use crate::error::{EngineError, Result};
 use crate::filter::Filter;
 use crate::fsutil;
 use crate::runtime::{Runtime, ShardKey, Worker};
-use crate::search::{
-    PointsSelector, QueryVector, RankedHit, ScrollPage, ScrollRequest, SearchRequest,
-};
+use crate::search::{PointsSelector, QueryVector, RankedHit, ScrollPage, ScrollRequest, SearchRequest};
 use crate::shard::Shard;
 use crate::types::{
-    CollectionConfig, Payload, PayloadFieldSchema, PointId, PointStruct, Record, ScoredPoint,
-    VectorData, WithPayload, WithVector,
+    CollectionConfig, Payload, PayloadFieldSchema, PointId, PointStruct, Record, ScoredPoint, VectorData, WithPayload,
+    WithVector,
 };
 use crate::wal::{PointWrite, WalOp};
 
@@ -123,10 +121,7 @@ impl Collection {
 
     /// A snapshot of the current configuration.
     pub fn config(&self) -> Arc<CollectionConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn key(&self, shard: u32) -> ShardKey {
@@ -150,10 +145,7 @@ impl Collection {
         let mut pending = Vec::with_capacity(shards as usize);
         for s in 0..shards {
             let (key, f) = (self.key(s), f.clone());
-            pending.push(
-                self.rt
-                    .call(self.worker_of(s), move |w| w.shard(key).and_then(&f))?,
-            );
+            pending.push(self.rt.call(self.worker_of(s), move |w| w.shard(key).and_then(&f))?);
         }
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
@@ -171,21 +163,20 @@ impl Collection {
     ) -> Result<oneshot::Receiver<Result<()>>> {
         let key = self.key(shard);
         let (tx, rx) = oneshot::channel();
-        self.rt
-            .submit(self.worker_of(shard), move |w: &mut Worker| {
-                let res = w.shard(key).and_then(|sh| match op(sh)? {
-                    Some(op) => sh.write(op),
-                    None => Ok(()),
-                });
-                match res {
-                    Ok(()) if wait => w.after_sync(key, move |r| {
-                        let _ = tx.send(r);
-                    }),
-                    other => {
-                        let _ = tx.send(other);
-                    }
+        self.rt.submit(self.worker_of(shard), move |w: &mut Worker| {
+            let res = w.shard(key).and_then(|sh| match op(sh)? {
+                Some(op) => sh.write(op),
+                None => Ok(()),
+            });
+            match res {
+                Ok(()) if wait => w.after_sync(key, move |r| {
+                    let _ = tx.send(r);
+                }),
+                other => {
+                    let _ = tx.send(other);
                 }
-            })?;
+            }
+        })?;
         Ok(rx)
     }
 
@@ -200,17 +191,11 @@ impl Collection {
         first
     }
 
-    fn group_by_shard<T>(
-        &self,
-        items: Vec<T>,
-        id: impl Fn(&T) -> PointId,
-    ) -> BTreeMap<u32, Vec<T>> {
+    fn group_by_shard<T>(&self, items: Vec<T>, id: impl Fn(&T) -> PointId) -> BTreeMap<u32, Vec<T>> {
         let shards = self.config().shard_number;
         let mut out: BTreeMap<u32, Vec<T>> = BTreeMap::new();
         for item in items {
-            out.entry(self.shard_of(&id(&item), shards))
-                .or_default()
-                .push(item);
+            out.entry(self.shard_of(&id(&item), shards)).or_default().push(item);
         }
         out
     }
@@ -304,11 +289,7 @@ impl Collection {
     async fn require_ids(&self, selector: &PointsSelector) -> Result<()> {
         if let PointsSelector::Ids(ids) = selector {
             let found = self
-                .retrieve(
-                    ids.clone(),
-                    WithPayload::Bool(false),
-                    WithVector::Bool(false),
-                )
+                .retrieve(ids.clone(), WithPayload::Bool(false), WithVector::Bool(false))
                 .await?;
             if let Some(missing) = ids.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
                 return Err(EngineError::PointNotFound(*missing));
@@ -340,12 +321,7 @@ impl Collection {
     }
 
     /// Replaces payloads.
-    pub async fn overwrite_payload(
-        &self,
-        selector: PointsSelector,
-        payload: Payload,
-        wait: bool,
-    ) -> Result<()> {
+    pub async fn overwrite_payload(&self, selector: PointsSelector, payload: Payload, wait: bool) -> Result<()> {
         self.require_ids(&selector).await?;
         self.update(selector, wait, move |ids| WalOp::OverwritePayload {
             ids,
@@ -355,12 +331,7 @@ impl Collection {
     }
 
     /// Removes payload keys.
-    pub async fn delete_payload(
-        &self,
-        selector: PointsSelector,
-        keys: Vec<String>,
-        wait: bool,
-    ) -> Result<()> {
+    pub async fn delete_payload(&self, selector: PointsSelector, keys: Vec<String>, wait: bool) -> Result<()> {
         self.require_ids(&selector).await?;
         self.update(selector, wait, move |ids| WalOp::DeletePayloadKeys {
             ids,
@@ -423,9 +394,7 @@ impl Collection {
                     });
                 }
                 if v.iter().any(|x| !x.is_finite()) {
-                    return Err(EngineError::bad(
-                        "query vector contains NaN or infinite values",
-                    ));
+                    return Err(EngineError::bad("query vector contains NaN or infinite values"));
                 }
                 params.distance.preprocess(v);
             }
@@ -443,10 +412,7 @@ impl Collection {
     }
 
     /// Exact search for several requests; every shard scans once for the whole batch.
-    pub async fn search_batch(
-        &self,
-        mut reqs: Vec<SearchRequest>,
-    ) -> Result<Vec<Vec<ScoredPoint>>> {
+    pub async fn search_batch(&self, mut reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredPoint>>> {
         let cfg = self.config();
         for r in reqs.iter_mut() {
             Self::prepare_search(&cfg, r)?;
@@ -464,27 +430,15 @@ impl Collection {
             .into_iter()
             .zip(reqs.iter())
             .map(|(mut hits, r)| {
-                hits.sort_by(|a, b| {
-                    b.raw
-                        .total_cmp(&a.raw)
-                        .then_with(|| a.point.id.cmp(&b.point.id))
-                });
-                hits.into_iter()
-                    .skip(r.offset)
-                    .take(r.limit)
-                    .map(|h| h.point)
-                    .collect()
+                hits.sort_by(|a, b| b.raw.total_cmp(&a.raw).then_with(|| a.point.id.cmp(&b.point.id)));
+                hits.into_iter().skip(r.offset).take(r.limit).map(|h| h.point).collect()
             })
             .collect())
     }
 
     /// Exact search.
     pub async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredPoint>> {
-        Ok(self
-            .search_batch(vec![req])
-            .await?
-            .pop()
-            .unwrap_or_default())
+        Ok(self.search_batch(vec![req]).await?.pop().unwrap_or_default())
     }
 
     /// A page of points in id order.
@@ -516,13 +470,18 @@ impl Collection {
             .sum())
     }
 
-    fn store_config(&self, new: CollectionConfig) -> Result<Arc<CollectionConfig>> {
+    /// Read-modify-write of the configuration under the write lock, persisted before it is
+    /// visible, so concurrent updates cannot lose each other's changes.
+    fn modify_config(&self, f: impl FnOnce(&mut CollectionConfig) -> Result<()>) -> Result<Arc<CollectionConfig>> {
+        let mut guard = self.config.write().unwrap_or_else(|p| p.into_inner());
+        let mut new = (**guard).clone();
+        f(&mut new)?;
         fsutil::atomic_write(
             &self.dir.join(CONFIG_FILE),
             &serde_json::to_vec_pretty(&new).map_err(std::io::Error::other)?,
         )?;
         let new = Arc::new(new);
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        *guard = new.clone();
         Ok(new)
     }
 
@@ -531,10 +490,12 @@ impl Collection {
         if key.is_empty() {
             return Err(EngineError::bad("field_name must not be empty"));
         }
-        let mut cfg = (*self.config()).clone();
         let kind = schema.kind();
-        cfg.payload_schema.insert(key.clone(), schema);
-        let cfg = self.store_config(cfg)?;
+        let field = key.clone();
+        let cfg = self.modify_config(move |cfg| {
+            cfg.payload_schema.insert(field, schema);
+            Ok(())
+        })?;
         self.on_all_shards(move |s| s.create_index(&key, kind, cfg.clone()))
             .await?;
         Ok(())
@@ -542,32 +503,34 @@ impl Collection {
 
     /// Drops a payload index.
     pub async fn drop_index(&self, key: String) -> Result<()> {
-        let mut cfg = (*self.config()).clone();
-        if cfg.payload_schema.remove(&key).is_none() {
-            return Err(EngineError::bad(format!(
-                "no payload index on field `{key}`"
-            )));
-        }
-        let cfg = self.store_config(cfg)?;
-        self.on_all_shards(move |s| s.drop_index(&key, cfg.clone()))
-            .await?;
+        let cfg = self.modify_config(|cfg| match cfg.payload_schema.remove(&key) {
+            Some(_) => Ok(()),
+            None => Err(EngineError::bad(format!("no payload index on field `{key}`"))),
+        })?;
+        self.on_all_shards(move |s| s.drop_index(&key, cfg.clone())).await?;
         Ok(())
     }
 
-    /// Replaces the stored-and-echoed settings (`extra`) and the seal size; vectors, shards and
-    /// indexes cannot change this way.
-    pub async fn update_settings(
-        &self,
-        extra: serde_json::Map<String, serde_json::Value>,
-        segment_max_points: Option<usize>,
-    ) -> Result<()> {
-        let mut cfg = (*self.config()).clone();
-        cfg.extra = extra;
-        if let Some(n) = segment_max_points {
-            cfg.segment_max_points = n;
-        }
-        cfg.validate()?;
-        let cfg = self.store_config(cfg)?;
+    /// Changes settings that need no data migration: `extra` (stored and echoed), the seal
+    /// size, and the `extra` maps of vectors. Vector sizes, distances, names, the shard count and
+    /// payload indexes cannot change this way.
+    pub async fn update_config(&self, f: impl FnOnce(&mut CollectionConfig) -> Result<()>) -> Result<()> {
+        let cfg = self.modify_config(|cfg| {
+            let old = cfg.clone();
+            f(cfg)?;
+            let shape = |c: &CollectionConfig| {
+                (
+                    c.vectors.0.iter().map(|(k, p)| (k.clone(), p.size, p.distance)).collect::<Vec<_>>(),
+                    c.sparse_vectors.keys().cloned().collect::<Vec<_>>(),
+                    c.shard_number,
+                    c.payload_schema.clone(),
+                )
+            };
+            if shape(cfg) != shape(&old) {
+                return Err(EngineError::bad("vector sizes, distances, names, shard number and payload indexes cannot be changed by a config update"));
+            }
+            cfg.validate()
+        })?;
         self.on_all_shards(move |s| {
             s.set_config(cfg.clone());
             Ok(())

@@ -65,10 +65,7 @@ pub fn validate_collection_name(name: &str) -> Result<()> {
     if name.starts_with('.') {
         return err("must not start with `.`");
     }
-    if name
-        .chars()
-        .any(|c| matches!(c, '/' | '\\' | '\0') || c.is_control())
-    {
+    if name.chars().any(|c| matches!(c, '/' | '\\' | '\0') || c.is_control()) {
         return err("must not contain `/`, `\\` or control characters");
     }
     Ok(())
@@ -100,9 +97,7 @@ impl Engine {
         for name in names {
             let dir = root.join(&name);
             let cfg: CollectionConfig = serde_json::from_slice(&fs::read(dir.join(CONFIG_FILE))?)
-                .map_err(|e| {
-                EngineError::Corrupted(format!("{}: {e}", dir.join(CONFIG_FILE).display()))
-            })?;
+                .map_err(|e| EngineError::Corrupted(format!("{}: {e}", dir.join(CONFIG_FILE).display())))?;
             let uid = engine.next_uid.fetch_add(1, Ordering::Relaxed);
             let c = Collection::open(&name, uid, &dir, cfg, engine.rt.clone())?;
             tracing::info!(collection = %name, "collection loaded");
@@ -130,11 +125,7 @@ impl Engine {
     }
 
     /// Creates a collection. Blocks while its shards are created.
-    pub fn create_collection(
-        &self,
-        name: &str,
-        mut config: CollectionConfig,
-    ) -> Result<Arc<Collection>> {
+    pub fn create_collection(&self, name: &str, mut config: CollectionConfig) -> Result<Arc<Collection>> {
         validate_collection_name(name)?;
         config.validate()?;
         if config.shard_number == 0 {

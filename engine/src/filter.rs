@@ -14,28 +14,16 @@ use crate::types::{Payload, PointId};
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// At least one must match (when non-empty).
-    #[serde(
-        default,
-        deserialize_with = "one_or_many",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
     pub should: Vec<Condition>,
     /// At least `min_count` of these must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_should: Option<MinShould>,
     /// All must match.
-    #[serde(
-        default,
-        deserialize_with = "one_or_many",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
     pub must: Vec<Condition>,
     /// None may match.
-    #[serde(
-        default,
-        deserialize_with = "one_or_many",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
     pub must_not: Vec<Condition>,
 }
 
@@ -380,13 +368,7 @@ fn walk<'a>(v: &'a Value, steps: &[Step<'_>], out: &mut Vec<&'a Value>) {
         out.push(v);
         return;
     };
-    let get = |v: &'a Value, name: &str| -> Option<&'a Value> {
-        if name.is_empty() {
-            Some(v)
-        } else {
-            v.get(name)
-        }
-    };
+    let get = |v: &'a Value, name: &str| -> Option<&'a Value> { if name.is_empty() { Some(v) } else { v.get(name) } };
     match (step, v) {
         // Descending by name into an array of objects looks inside each element.
         (Step::Key(_), Value::Array(items)) => items.iter().for_each(|i| walk(i, steps, out)),
@@ -460,10 +442,7 @@ pub struct PointView<'a> {
 impl Filter {
     /// True when the filter has no condition at all.
     pub fn is_empty(&self) -> bool {
-        self.must.is_empty()
-            && self.should.is_empty()
-            && self.must_not.is_empty()
-            && self.min_should.is_none()
+        self.must.is_empty() && self.should.is_empty() && self.must_not.is_empty() && self.min_should.is_none()
     }
 
     /// Evaluates the filter on one point.
@@ -531,10 +510,7 @@ impl FieldCondition {
                 Match::Value { value } => values.iter().any(|v| value_eq(v, value)),
                 Match::Any { any } => values.iter().any(|v| any.iter().any(|w| value_eq(v, w))),
                 Match::Except { except } => {
-                    values.is_empty()
-                        || values
-                            .iter()
-                            .any(|v| !except.iter().any(|w| value_eq(v, w)))
+                    values.is_empty() || values.iter().any(|v| !except.iter().any(|w| value_eq(v, w)))
                 }
                 Match::Text { text } => values
                     .iter()
@@ -545,9 +521,7 @@ impl FieldCondition {
             }
         }
         if let Some(r) = &self.range
-            && !values
-                .iter()
-                .any(|v| r.value_of(v).is_some_and(|x| r.contains(x)))
+            && !values.iter().any(|v| r.value_of(v).is_some_and(|x| r.contains(x)))
         {
             return false;
         }
@@ -626,11 +600,7 @@ mod tests {
         ));
         assert!(check(json!({"must": [{"has_id": [1, 2]}]}), p.clone(), 1));
         assert!(!check(json!({"must": [{"has_id": [2]}]}), p.clone(), 1));
-        assert!(check(
-            json!({"must": [{"has_vector": "img"}]}),
-            p.clone(),
-            1
-        ));
+        assert!(check(json!({"must": [{"has_vector": "img"}]}), p.clone(), 1));
         assert!(check(
             json!({"min_should": {"conditions": [{"key": "n", "match": {"value": 3}}, {"key": "ok", "match": {"value": false}}], "min_count": 1}}),
             p.clone(),
@@ -672,26 +642,11 @@ mod tests {
             1
         ));
         for k in ["missing", "nul", "empty"] {
-            assert!(
-                check(json!({"must": [{"is_empty": {"key": k}}]}), p.clone(), 1),
-                "{k}"
-            );
+            assert!(check(json!({"must": [{"is_empty": {"key": k}}]}), p.clone(), 1), "{k}");
         }
-        assert!(!check(
-            json!({"must": [{"is_empty": {"key": "arr"}}]}),
-            p.clone(),
-            1
-        ));
-        assert!(check(
-            json!({"must": [{"is_null": {"key": "nul"}}]}),
-            p.clone(),
-            1
-        ));
-        assert!(!check(
-            json!({"must": [{"is_null": {"key": "missing"}}]}),
-            p,
-            1
-        ));
+        assert!(!check(json!({"must": [{"is_empty": {"key": "arr"}}]}), p.clone(), 1));
+        assert!(check(json!({"must": [{"is_null": {"key": "nul"}}]}), p.clone(), 1));
+        assert!(!check(json!({"must": [{"is_null": {"key": "missing"}}]}), p, 1));
     }
 
     #[test]
@@ -727,12 +682,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let e =
-            serde_json::from_value::<Filter>(json!({"must": [{"key": "a", "range": {"gt": "x"}}]}))
-                .unwrap_err();
+        let e = serde_json::from_value::<Filter>(json!({"must": [{"key": "a", "range": {"gt": "x"}}]})).unwrap_err();
         assert!(e.to_string().contains("RFC 3339"), "{e}");
-        let e =
-            serde_json::from_value::<Filter>(json!({"must": [{"has_id": ["nope"]}]})).unwrap_err();
+        let e = serde_json::from_value::<Filter>(json!({"must": [{"has_id": ["nope"]}]})).unwrap_err();
         assert!(e.to_string().contains("has_id"), "{e}");
         assert!(serde_json::from_value::<Filter>(json!({"mus": []})).is_err());
     }

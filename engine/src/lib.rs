@@ -57,7 +57,7 @@ pub use error::{EngineError, Result};
 pub use filter::{Condition, FieldCondition, Filter, Match};
 pub use search::{PointsSelector, QueryVector, ScrollPage, ScrollRequest, SearchRequest};
 pub use types::{
-    CollectionConfig, Distance, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointStruct, PointVectors, Record, ScoredPoint, SparseVector, SparseVectorParams, VectorData,
-    VectorOutput, VectorParams, VectorsConfig, WithPayload, WithVector,
+    CollectionConfig, Distance, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointStruct, PointVectors,
+    Record, ScoredPoint, SparseVector, SparseVectorParams, VectorData, VectorOutput, VectorParams, VectorsConfig,
+    WithPayload, WithVector,
 };

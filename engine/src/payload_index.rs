@@ -52,12 +52,8 @@ impl FieldIndex {
     /// An empty index for a schema type.
     pub fn new(kind: PayloadSchemaType) -> Self {
         match kind {
-            PayloadSchemaType::Keyword | PayloadSchemaType::Uuid => {
-                FieldIndex::Keyword(HashMap::new())
-            }
-            PayloadSchemaType::Integer | PayloadSchemaType::Float => {
-                FieldIndex::Numeric(BTreeMap::new())
-            }
+            PayloadSchemaType::Keyword | PayloadSchemaType::Uuid => FieldIndex::Keyword(HashMap::new()),
+            PayloadSchemaType::Integer | PayloadSchemaType::Float => FieldIndex::Numeric(BTreeMap::new()),
             PayloadSchemaType::Datetime => FieldIndex::Datetime(BTreeMap::new()),
             PayloadSchemaType::Bool => FieldIndex::Bool(Vec::new(), Vec::new()),
             PayloadSchemaType::Geo | PayloadSchemaType::Text => FieldIndex::Unsupported,
@@ -69,9 +65,7 @@ impl FieldIndex {
     pub fn add(&mut self, offset: u32, key: &str, payload: &Payload) {
         for v in values_at(payload, key) {
             match (&mut *self, v) {
-                (FieldIndex::Keyword(m), Value::String(s)) => {
-                    push(m.entry(s.clone()).or_default(), offset)
-                }
+                (FieldIndex::Keyword(m), Value::String(s)) => push(m.entry(s.clone()).or_default(), offset),
                 (FieldIndex::Numeric(m), Value::Number(n)) => {
                     if let Some(x) = n.as_f64() {
                         push(m.entry(ord_key(x)).or_default(), offset)
@@ -91,14 +85,10 @@ impl FieldIndex {
 
     /// Offsets (of `len`) that may satisfy `cond`, or `None` when this index cannot help.
     pub fn candidates(&self, cond: &FieldCondition, len: usize) -> Option<Candidates> {
-        let only_match = cond.range.is_none()
-            && cond.values_count.is_none()
-            && cond.is_empty.is_none()
-            && cond.is_null.is_none();
-        let only_range = cond.r#match.is_none()
-            && cond.values_count.is_none()
-            && cond.is_empty.is_none()
-            && cond.is_null.is_none();
+        let only_match =
+            cond.range.is_none() && cond.values_count.is_none() && cond.is_empty.is_none() && cond.is_null.is_none();
+        let only_range =
+            cond.r#match.is_none() && cond.values_count.is_none() && cond.is_empty.is_none() && cond.is_null.is_none();
         let mut out = BitSet::new(len);
         let mut add = |list: &[u32]| list.iter().for_each(|&o| out.set(o as usize, true));
         let exact = match (self, &cond.r#match, &cond.range) {
@@ -112,21 +102,11 @@ impl FieldIndex {
                 m.get(s).inspect(|l| add(l));
                 only_match
             }
-            (FieldIndex::Keyword(m), Some(Match::Any { any }), _)
-                if any.iter().all(Value::is_string) =>
-            {
-                any.iter()
-                    .filter_map(|v| m.get(v.as_str()?))
-                    .for_each(|l| add(l));
+            (FieldIndex::Keyword(m), Some(Match::Any { any }), _) if any.iter().all(Value::is_string) => {
+                any.iter().filter_map(|v| m.get(v.as_str()?)).for_each(|l| add(l));
                 only_match
             }
-            (
-                FieldIndex::Bool(t, f),
-                Some(Match::Value {
-                    value: Value::Bool(b),
-                }),
-                _,
-            ) => {
+            (FieldIndex::Bool(t, f), Some(Match::Value { value: Value::Bool(b) }), _) => {
                 add(if *b { t } else { f });
                 only_match
             }
@@ -137,15 +117,11 @@ impl FieldIndex {
                 }),
                 _,
             ) => {
-                n.as_f64()
-                    .and_then(|x| m.get(&ord_key(x)))
-                    .inspect(|l| add(l));
+                n.as_f64().and_then(|x| m.get(&ord_key(x))).inspect(|l| add(l));
                 // Integers beyond 2^53 share f64 keys, so the payload must confirm.
                 only_match && n.as_i64().is_none_or(|i| i.unsigned_abs() < (1 << 53))
             }
-            (FieldIndex::Numeric(m), Some(Match::Any { any }), _)
-                if any.iter().all(Value::is_number) =>
-            {
+            (FieldIndex::Numeric(m), Some(Match::Any { any }), _) if any.iter().all(Value::is_number) => {
                 any.iter()
                     .filter_map(|v| m.get(&ord_key(v.as_f64()?)))
                     .for_each(|l| add(l));
@@ -157,11 +133,7 @@ impl FieldIndex {
                     _ => None,
                 };
                 // A superset window: the loosest of the given bounds on each side.
-                let lo = [num(&r.gt), num(&r.gte)]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(0);
+                let lo = [num(&r.gt), num(&r.gte)].into_iter().flatten().min().unwrap_or(0);
                 let hi = [num(&r.lt), num(&r.lte)]
                     .into_iter()
                     .flatten()
@@ -189,10 +161,7 @@ impl FieldIndex {
             }
             _ => return None,
         };
-        Some(Candidates {
-            offsets: out,
-            exact,
-        })
+        Some(Candidates { offsets: out, exact })
     }
 }
 
@@ -230,18 +199,12 @@ mod tests {
             b.add(i as u32, "b", p);
         }
         let c = n
-            .candidates(
-                &cond(json!({"key": "n", "range": {"gte": 3, "lt": 5.5}})),
-                10,
-            )
+            .candidates(&cond(json!({"key": "n", "range": {"gte": 3, "lt": 5.5}})), 10)
             .unwrap();
         assert!(c.exact);
         assert_eq!(c.offsets.iter_ones().collect::<Vec<_>>(), vec![3, 4, 5]);
         let c = k
-            .candidates(
-                &cond(json!({"key": "k", "match": {"any": ["k1", "k2"]}})),
-                10,
-            )
+            .candidates(&cond(json!({"key": "k", "match": {"any": ["k1", "k2"]}})), 10)
             .unwrap();
         assert_eq!(c.offsets.count_ones(), 6);
         let c = b

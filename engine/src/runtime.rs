@@ -61,12 +61,7 @@ impl Worker {
     fn sync(&mut self, all: bool) {
         let mut waiting: Vec<ShardKey> = self.deferred.iter().map(|d| d.0).collect();
         if all {
-            waiting.extend(
-                self.shards
-                    .iter()
-                    .filter(|(_, s)| s.needs_sync())
-                    .map(|(k, _)| *k),
-            );
+            waiting.extend(self.shards.iter().filter(|(_, s)| s.needs_sync()).map(|(k, _)| *k));
         }
         waiting.sort_unstable();
         waiting.dedup();
@@ -97,11 +92,7 @@ impl Runtime {
     /// Starts `workers` threads (0 = one per core), pinned to cores when `pin` is set.
     pub fn start(workers: usize, pin: bool) -> Runtime {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let n = if workers == 0 {
-            cores.len().max(1)
-        } else {
-            workers
-        };
+        let n = if workers == 0 { cores.len().max(1) } else { workers };
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
@@ -148,11 +139,7 @@ impl Runtime {
     }
 
     /// Runs `f` on worker `worker`; `f` replies by itself (possibly after a sync).
-    pub fn submit(
-        &self,
-        worker: usize,
-        f: impl FnOnce(&mut Worker) + Send + 'static,
-    ) -> Result<()> {
+    pub fn submit(&self, worker: usize, f: impl FnOnce(&mut Worker) + Send + 'static) -> Result<()> {
         self.senders[worker % self.senders.len()]
             .send(Box::new(f))
             .map_err(|_| EngineError::ShuttingDown)

@@ -30,8 +30,7 @@ use crate::kernels::Kernels;
 use crate::payload_index::FieldIndex;
 use crate::topk::{Hit, TopK};
 use crate::types::{
-    CollectionConfig, Distance, Payload, PayloadSchemaType, PointId, SparseVector, VectorData,
-    VectorOutput,
+    CollectionConfig, Distance, Payload, PayloadSchemaType, PointId, SparseVector, VectorData, VectorOutput,
 };
 
 #[cfg(not(target_endian = "little"))]
@@ -318,13 +317,7 @@ impl Segment {
     }
 
     /// Appends a point; only valid on the appendable segment. Returns its offset.
-    pub fn push(
-        &mut self,
-        id: PointId,
-        version: u64,
-        vectors: &BTreeMap<String, VectorData>,
-        payload: Payload,
-    ) -> u32 {
+    pub fn push(&mut self, id: PointId, version: u64, vectors: &BTreeMap<String, VectorData>, payload: Payload) -> u32 {
         debug_assert!(self.is_appendable());
         let off = self.ids.len() as u32;
         for (name, store) in self.dense.iter_mut() {
@@ -369,12 +362,9 @@ impl Segment {
                 let s: &[u64] = bytemuck::cast_slice(&starts[..]);
                 let (a, b) = (s[off] as usize, s[off + 1] as usize);
                 let bytes = data.as_ref().map_or(&[][..], |d| &d[a..b]);
-                serde_json::from_slice(bytes).map(Cow::Owned).map_err(|e| {
-                    EngineError::Corrupted(format!(
-                        "payload of slot {off} in segment {}: {e}",
-                        self.id
-                    ))
-                })
+                serde_json::from_slice(bytes)
+                    .map(Cow::Owned)
+                    .map_err(|e| EngineError::Corrupted(format!("payload of slot {off} in segment {}: {e}", self.id)))
             }
         }
     }
@@ -407,12 +397,7 @@ impl Segment {
     }
 
     /// The vectors of slot `off` that `wants` selects, shaped as Qdrant returns them.
-    pub fn vector_output(
-        &self,
-        off: usize,
-        wants: &dyn Fn(&str) -> bool,
-        single: bool,
-    ) -> VectorOutput {
+    pub fn vector_output(&self, off: usize, wants: &dyn Fn(&str) -> bool, single: bool) -> VectorOutput {
         let mut all = self.vectors(off);
         all.retain(|k, _| wants(k));
         if single && let Some(VectorData::Dense(v)) = all.remove(crate::types::DEFAULT_VECTOR) {
@@ -438,14 +423,21 @@ impl Segment {
         let Some(filter) = filter.filter(|f| !f.is_empty()) else {
             return Ok(mask);
         };
-        let mut exact =
-            filter.should.is_empty() && filter.must_not.is_empty() && filter.min_should.is_none();
+        let mut exact = filter.should.is_empty() && filter.must_not.is_empty() && filter.min_should.is_none();
         for cond in &filter.must {
             let answered = match cond {
-                Condition::Field(fc) => self
-                    .indexes
-                    .get(&fc.key)
-                    .and_then(|idx| idx.candidates(fc, n)),
+                Condition::Field(fc) => self.indexes.get(&fc.key).and_then(|idx| idx.candidates(fc, n)),
+                Condition::HasId(ids) => {
+                    // Ids are in memory: answer exactly without reading any payload.
+                    let wanted: std::collections::HashSet<&PointId> = ids.iter().collect();
+                    let mut offsets = BitSet::new(n);
+                    self.ids
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, id)| wanted.contains(id))
+                        .for_each(|(o, _)| offsets.set(o, true));
+                    Some(crate::payload_index::Candidates { offsets, exact: true })
+                }
                 _ => None,
             };
             match answered {
@@ -477,13 +469,7 @@ impl Segment {
     /// Exact scan of dense vector `name` for several queries at once. The scan is blocked:
     /// each block of rows is scored against every query while it is in cache, so a batch costs
     /// one pass over memory instead of one per query.
-    pub fn scan_dense(
-        &self,
-        seg_idx: u32,
-        name: &str,
-        queries: &mut [DenseQuery<'_>],
-        k: &Kernels,
-    ) {
+    pub fn scan_dense(&self, seg_idx: u32, name: &str, queries: &mut [DenseQuery<'_>], k: &Kernels) {
         const BLOCK: usize = 128;
         let Some(store) = self.dense.get(name) else {
             return;
@@ -499,10 +485,7 @@ impl Segment {
                     if !q.mask.get(off) {
                         continue;
                     }
-                    let s =
-                        store
-                            .distance
-                            .raw_score(k, q.vector, &data[off * dim..(off + 1) * dim]);
+                    let s = store.distance.raw_score(k, q.vector, &data[off * dim..(off + 1) * dim]);
                     if s >= q.threshold && s > q.top.floor() {
                         q.top.push(Hit {
                             score: s,
@@ -551,9 +534,11 @@ impl Segment {
 
     /// Builds the index for `key` if it is missing or of another type (persisting it when sealed).
     pub fn ensure_index(&mut self, key: &str, kind: PayloadSchemaType) -> Result<()> {
-        if self.indexes.get(key).is_some_and(|i| {
-            std::mem::discriminant(i) == std::mem::discriminant(&FieldIndex::new(kind))
-        }) {
+        if self
+            .indexes
+            .get(key)
+            .is_some_and(|i| std::mem::discriminant(i) == std::mem::discriminant(&FieldIndex::new(kind)))
+        {
             return Ok(());
         }
         let mut index = FieldIndex::new(kind);
@@ -602,10 +587,7 @@ impl Segment {
         };
         let ids: Vec<u8> = live.iter().flat_map(|&o| self.ids[o].to_bytes()).collect();
         put("ids.bin".into(), &ids)?;
-        let versions: Vec<u8> = live
-            .iter()
-            .flat_map(|&o| self.versions[o].to_le_bytes())
-            .collect();
+        let versions: Vec<u8> = live.iter().flat_map(|&o| self.versions[o].to_le_bytes()).collect();
         put("versions.bin".into(), &versions)?;
         let mut dense = Vec::new();
         for (i, (name, store)) in self.dense.iter().enumerate() {
@@ -670,15 +652,10 @@ impl Segment {
     }
 
     /// Opens a sealed segment directory. `deleted` is the content of its current deletion file.
-    pub fn open_sealed(
-        dir: &Path,
-        config: &CollectionConfig,
-        deleted: Option<BitSet>,
-    ) -> Result<Segment> {
-        let bad =
-            |what: String| EngineError::Corrupted(format!("segment {}: {what}", dir.display()));
-        let manifest: SegmentManifest = serde_json::from_slice(&fs::read(dir.join(MANIFEST))?)
-            .map_err(|e| bad(format!("manifest: {e}")))?;
+    pub fn open_sealed(dir: &Path, config: &CollectionConfig, deleted: Option<BitSet>) -> Result<Segment> {
+        let bad = |what: String| EngineError::Corrupted(format!("segment {}: {what}", dir.display()));
+        let manifest: SegmentManifest =
+            serde_json::from_slice(&fs::read(dir.join(MANIFEST))?).map_err(|e| bad(format!("manifest: {e}")))?;
         if manifest.format_version != SEGMENT_FORMAT_VERSION {
             return Err(bad(format!(
                 "format version {} is not supported",
@@ -690,10 +667,7 @@ impl Segment {
                 .map_err(|e| bad(format!("{}: {e}", f.name)))?
                 .len();
             if size != f.size {
-                return Err(bad(format!(
-                    "{} has {size} bytes, manifest says {}",
-                    f.name, f.size
-                )));
+                return Err(bad(format!("{} has {size} bytes, manifest says {}", f.name, f.size)));
             }
         }
         let n = manifest.points;
@@ -715,12 +689,7 @@ impl Segment {
         }
         let mut dense = BTreeMap::new();
         for l in &manifest.dense {
-            if config
-                .vectors
-                .0
-                .get(&l.name)
-                .is_some_and(|p| p.size != l.dim)
-            {
+            if config.vectors.0.get(&l.name).is_some_and(|p| p.size != l.dim) {
                 return Err(bad(format!(
                     "vector `{}` has {} dims, the collection {}",
                     l.name, l.dim, config.vectors.0[&l.name].size
@@ -756,8 +725,7 @@ impl Segment {
         for l in &manifest.sparse {
             sparse.insert(
                 l.name.clone(),
-                read_sparse(&dir.join(&l.file), n)
-                    .ok_or_else(|| bad(format!("{} is malformed", l.file)))?,
+                read_sparse(&dir.join(&l.file), n).ok_or_else(|| bad(format!("{} is malformed", l.file)))?,
             );
         }
         for name in config.sparse_vectors.keys() {
@@ -767,12 +735,10 @@ impl Segment {
                 ..Default::default()
             });
         }
-        let starts = map_file(&dir.join("payload.starts"))?
-            .ok_or_else(|| bad("payload.starts is empty".into()))?;
+        let starts = map_file(&dir.join("payload.starts"))?.ok_or_else(|| bad("payload.starts is empty".into()))?;
         let data = map_file(&dir.join("payload.json"))?;
         {
-            let s: &[u64] = bytemuck::try_cast_slice(&starts[..])
-                .map_err(|_| bad("payload.starts size".into()))?;
+            let s: &[u64] = bytemuck::try_cast_slice(&starts[..]).map_err(|_| bad("payload.starts size".into()))?;
             let data_len = data.as_ref().map_or(0, |d| d.len()) as u64;
             if s.len() != n + 1 || s.windows(2).any(|w| w[0] > w[1]) || s[n] != data_len {
                 return Err(bad("payload.starts does not match payload.json".into()));
@@ -821,9 +787,7 @@ impl Segment {
 
 fn read_sparse(path: &Path, n: usize) -> Option<SparseStore> {
     let b = fs::read(path).ok()?;
-    let rd = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-    };
+    let rd = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?)) };
     if rd(0)? as usize != n {
         return None;
     }
@@ -847,19 +811,13 @@ fn read_sparse(path: &Path, n: usize) -> Option<SparseStore> {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     let present = BitSet::from_bytes(b.get(pos..)?)?;
-    if present.len() != n
-        || starts.windows(2).any(|w| w[0] > w[1])
-        || starts.last().copied() != Some(nnz as u64)
-    {
+    if present.len() != n || starts.windows(2).any(|w| w[0] > w[1]) || starts.last().copied() != Some(nnz as u64) {
         return None;
     }
     let mut postings: HashMap<u32, Vec<(u32, f32)>> = HashMap::new();
     for off in 0..n {
         for j in starts[off] as usize..starts[off + 1] as usize {
-            postings
-                .entry(indices[j])
-                .or_default()
-                .push((off as u32, values[j]));
+            postings.entry(indices[j]).or_default().push((off as u32, values[j]));
         }
     }
     Some(SparseStore {

@@ -33,9 +33,7 @@ use crate::kernels;
 use crate::search::{QueryVector, RankedHit, ScrollRequest, SearchRequest};
 use crate::segment::{DenseQuery, Segment, segment_dir_name};
 use crate::topk::{Hit, TopK};
-use crate::types::{
-    CollectionConfig, Payload, PointId, Record, ScoredPoint, WithPayload, WithVector,
-};
+use crate::types::{CollectionConfig, Payload, PointId, Record, ScoredPoint, WithPayload, WithVector};
 use crate::wal::{PointWrite, Wal, WalOp};
 
 const STATE_FILE: &str = "shard.json";
@@ -127,14 +125,9 @@ impl Shard {
         for r in &state.segments {
             let seg_dir = dir.join("segments").join(segment_dir_name(r.id));
             let deleted = match &r.deleted {
-                Some(name) => Some(
-                    BitSet::from_bytes(&fs::read(seg_dir.join(name))?).ok_or_else(|| {
-                        EngineError::Corrupted(format!(
-                            "{}: malformed deletion bitset",
-                            seg_dir.join(name).display()
-                        ))
-                    })?,
-                ),
+                Some(name) => Some(BitSet::from_bytes(&fs::read(seg_dir.join(name))?).ok_or_else(|| {
+                    EngineError::Corrupted(format!("{}: malformed deletion bitset", seg_dir.join(name).display()))
+                })?),
                 None => None,
             };
             segments.push(Segment::open_sealed(&seg_dir, &config, deleted)?);
@@ -257,12 +250,7 @@ impl Shard {
         self.id_map.insert(id, Loc { seg, off });
     }
 
-    fn rewrite_payload(
-        &mut self,
-        version: u64,
-        ids: &[PointId],
-        f: impl Fn(&mut Payload),
-    ) -> Result<()> {
+    fn rewrite_payload(&mut self, version: u64, ids: &[PointId], f: impl Fn(&mut Payload)) -> Result<()> {
         for id in ids {
             let Some(loc) = self.id_map.get(id).copied() else {
                 continue;
@@ -280,12 +268,7 @@ impl Shard {
     fn apply(&mut self, version: u64, op: WalOp) -> Result<()> {
         match op {
             WalOp::Upsert(points) => {
-                for PointWrite {
-                    id,
-                    vectors,
-                    payload,
-                } in points
-                {
+                for PointWrite { id, vectors, payload } in points {
                     self.put(version, id, &vectors, payload);
                 }
             }
@@ -302,9 +285,9 @@ impl Shard {
             WalOp::OverwritePayload { ids, payload } => {
                 self.rewrite_payload(version, &ids, |p| *p = payload.clone())?
             }
-            WalOp::DeletePayloadKeys { ids, keys } => self.rewrite_payload(version, &ids, |p| {
-                keys.iter().for_each(|k| delete_path(p, k))
-            })?,
+            WalOp::DeletePayloadKeys { ids, keys } => {
+                self.rewrite_payload(version, &ids, |p| keys.iter().for_each(|k| delete_path(p, k)))?
+            }
             WalOp::ClearPayload(ids) => self.rewrite_payload(version, &ids, |p| p.clear())?,
         }
         Ok(())
@@ -313,9 +296,7 @@ impl Shard {
     /// Seals the appendable segment and persists deletions: a checkpoint (see the module docs).
     pub fn seal(&mut self) -> Result<()> {
         let app = self.segments.last().expect("appendable segment");
-        let any_deleted_dirty = self.segments[..self.segments.len() - 1]
-            .iter()
-            .any(|s| s.deleted_dirty);
+        let any_deleted_dirty = self.segments[..self.segments.len() - 1].iter().any(|s| s.deleted_dirty);
         if app.is_empty() && !any_deleted_dirty {
             return Ok(());
         }
@@ -341,10 +322,7 @@ impl Shard {
         for (i, seg) in self.segments[..self.segments.len() - 1].iter().enumerate() {
             if seg.deleted_dirty {
                 let name = format!("deleted-{new_gen}.bits");
-                fsutil::atomic_write(
-                    &seg.directory().expect("sealed").join(&name),
-                    &seg.deleted().to_bytes(),
-                )?;
+                fsutil::atomic_write(&seg.directory().expect("sealed").join(&name), &seg.deleted().to_bytes())?;
                 deleted_files[i] = Some(name);
             }
         }
@@ -422,31 +400,18 @@ impl Shard {
     }
 
     fn masks(&self, vector: Option<&str>, filter: Option<&Filter>) -> Result<Vec<BitSet>> {
-        self.segments
-            .iter()
-            .map(|s| s.mask(vector, filter))
-            .collect()
+        self.segments.iter().map(|s| s.mask(vector, filter)).collect()
     }
 
     /// Number of live points matching `filter`.
     pub fn count(&self, filter: Option<&Filter>) -> Result<usize> {
         match filter {
             None => Ok(self.id_map.len()),
-            Some(f) => Ok(self
-                .masks(None, Some(f))?
-                .iter()
-                .map(BitSet::count_ones)
-                .sum()),
+            Some(f) => Ok(self.masks(None, Some(f))?.iter().map(BitSet::count_ones).sum()),
         }
     }
 
-    fn record(
-        &self,
-        id: PointId,
-        loc: Loc,
-        with_payload: &WithPayload,
-        with_vector: &WithVector,
-    ) -> Result<Record> {
+    fn record(&self, id: PointId, loc: Loc, with_payload: &WithPayload, with_vector: &WithVector) -> Result<Record> {
         let seg = &self.segments[loc.seg as usize];
         let off = loc.off as usize;
         let payload = if with_payload.wants_any() {
@@ -454,18 +419,10 @@ impl Shard {
         } else {
             None
         };
-        let vector = with_vector.wants_any().then(|| {
-            seg.vector_output(
-                off,
-                &|n| with_vector.wants(n),
-                self.config.vectors.is_single(),
-            )
-        });
-        Ok(Record {
-            id,
-            payload,
-            vector,
-        })
+        let vector = with_vector
+            .wants_any()
+            .then(|| seg.vector_output(off, &|n| with_vector.wants(n), self.config.vectors.is_single()));
+        Ok(Record { id, payload, vector })
     }
 
     /// The points with these ids that exist, in the given order.
@@ -490,16 +447,10 @@ impl Shard {
             Some(f) if !f.is_empty() => Some(self.masks(None, Some(f))?),
             _ => None,
         };
-        let start = req
-            .offset
-            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
+        let start = req.offset.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
         self.id_map
             .range((start, std::ops::Bound::Unbounded))
-            .filter(|(_, l)| {
-                masks
-                    .as_ref()
-                    .is_none_or(|m| m[l.seg as usize].get(l.off as usize))
-            })
+            .filter(|(_, l)| masks.as_ref().is_none_or(|m| m[l.seg as usize].get(l.off as usize)))
             .take(req.limit.saturating_add(1))
             .map(|(id, l)| self.record(*id, *l, &req.with_payload, &req.with_vector))
             .collect()
@@ -569,15 +520,7 @@ impl Shard {
             .map(|h| {
                 let seg = &self.segments[h.seg as usize];
                 let id = seg.id_at(h.off as usize);
-                let rec = self.record(
-                    id,
-                    Loc {
-                        seg: h.seg,
-                        off: h.off,
-                    },
-                    &r.with_payload,
-                    &r.with_vector,
-                )?;
+                let rec = self.record(id, Loc { seg: h.seg, off: h.off }, &r.with_payload, &r.with_vector)?;
                 let score = match (&r.query, distance) {
                     (QueryVector::Dense(_), Some(d)) => d.user_score(h.score),
                     _ => h.score,
@@ -631,18 +574,13 @@ fn remove_unreferenced(dir: &Path, state: &ShardState) -> Result<()> {
     for entry in fs::read_dir(&seg_root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        match state
-            .segments
-            .iter()
-            .find(|r| segment_dir_name(r.id) == name)
-        {
+        match state.segments.iter().find(|r| segment_dir_name(r.id) == name) {
             None => fsutil::remove_any(&entry.path())?,
             Some(r) => {
                 for f in fs::read_dir(entry.path())? {
                     let f = f?;
                     let fname = f.file_name().to_string_lossy().into_owned();
-                    let stale_deleted =
-                        fname.starts_with("deleted-") && Some(&fname) != r.deleted.as_ref();
+                    let stale_deleted = fname.starts_with("deleted-") && Some(&fname) != r.deleted.as_ref();
                     if stale_deleted || fname.ends_with(fsutil::TMP_SUFFIX) {
                         fsutil::remove_any(&f.path())?;
                     }

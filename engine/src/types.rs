@@ -95,11 +95,10 @@ impl<'de> Deserialize<'de> for PointId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error;
         match Value::deserialize(d)? {
-            Value::Number(n) => n.as_u64().map(PointId::Num).ok_or_else(|| {
-                D::Error::custom(format!(
-                    "point id must be an unsigned integer or a UUID, got {n}"
-                ))
-            }),
+            Value::Number(n) => n
+                .as_u64()
+                .map(PointId::Num)
+                .ok_or_else(|| D::Error::custom(format!("point id must be an unsigned integer or a UUID, got {n}"))),
             Value::String(s) => uuid::Uuid::parse_str(&s)
                 .map(PointId::Uuid)
                 .map_err(|_| D::Error::custom(format!("point id `{s}` is not a valid UUID"))),
@@ -221,15 +220,11 @@ impl<'de> Deserialize<'de> for VectorsConfig {
         use serde::de::Error;
         let v = Value::deserialize(d)?;
         if v.get("size").is_some() || v.get("distance").is_some() {
-            let p = VectorParams::deserialize(v)
-                .map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
-            return Ok(VectorsConfig(BTreeMap::from([(
-                DEFAULT_VECTOR.to_string(),
-                p,
-            )])));
+            let p = VectorParams::deserialize(v).map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
+            return Ok(VectorsConfig(BTreeMap::from([(DEFAULT_VECTOR.to_string(), p)])));
         }
-        let map = BTreeMap::<String, VectorParams>::deserialize(v)
-            .map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
+        let map =
+            BTreeMap::<String, VectorParams>::deserialize(v).map_err(|e| D::Error::custom(format!("vectors: {e}")))?;
         Ok(VectorsConfig(map))
     }
 }
@@ -262,16 +257,9 @@ impl SparseVector {
             )));
         }
         if self.values.iter().any(|v| !v.is_finite()) {
-            return Err(EngineError::bad(
-                "sparse vector contains NaN or infinite values",
-            ));
+            return Err(EngineError::bad("sparse vector contains NaN or infinite values"));
         }
-        let mut pairs: Vec<(u32, f32)> = self
-            .indices
-            .iter()
-            .copied()
-            .zip(self.values.iter().copied())
-            .collect();
+        let mut pairs: Vec<(u32, f32)> = self.indices.iter().copied().zip(self.values.iter().copied()).collect();
         pairs.sort_by_key(|p| p.0);
         if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(EngineError::bad("sparse vector contains duplicate indices"));
@@ -329,9 +317,7 @@ impl PointVectors {
     /// Named form, with the unnamed vector under [`DEFAULT_VECTOR`].
     pub fn into_named(self) -> BTreeMap<String, VectorData> {
         match self {
-            PointVectors::Single(v) => {
-                BTreeMap::from([(DEFAULT_VECTOR.to_string(), VectorData::Dense(v))])
-            }
+            PointVectors::Single(v) => BTreeMap::from([(DEFAULT_VECTOR.to_string(), VectorData::Dense(v))]),
             PointVectors::Named(m) => m,
         }
     }
@@ -339,11 +325,12 @@ impl PointVectors {
 
 /// A point to upsert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PointStruct {
     /// Its id.
     pub id: PointId,
     /// Its vectors (any subset of the collection's).
-    #[serde(default, alias = "vectors")]
+    #[serde(default)]
     pub vector: PointVectors,
     /// Its payload.
     #[serde(default)]
@@ -397,15 +384,12 @@ impl WithPayload {
                 )
             }
             WithPayload::Selector { include, exclude } => {
-                let inc: Option<Vec<String>> =
-                    include.as_ref().map(|v| v.iter().map(top).collect());
+                let inc: Option<Vec<String>> = include.as_ref().map(|v| v.iter().map(top).collect());
                 let exc: Vec<String> = exclude.iter().flatten().cloned().collect();
                 Some(
                     payload
                         .iter()
-                        .filter(|(k, _)| {
-                            inc.as_ref().is_none_or(|i| i.contains(k)) && !exc.contains(k)
-                        })
+                        .filter(|(k, _)| inc.as_ref().is_none_or(|i| i.contains(k)) && !exc.contains(k))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                 )
@@ -621,17 +605,13 @@ mod tests {
 
     #[test]
     fn vectors_config_shapes() {
-        let single: VectorsConfig =
-            serde_json::from_str(r#"{"size": 4, "distance": "Cosine"}"#).unwrap();
+        let single: VectorsConfig = serde_json::from_str(r#"{"size": 4, "distance": "Cosine"}"#).unwrap();
         assert!(single.is_single());
         assert_eq!(serde_json::to_value(&single).unwrap()["size"], 4);
         let named: VectorsConfig =
-            serde_json::from_str(r#"{"img": {"size": 4, "distance": "Dot", "on_disk": true}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"img": {"size": 4, "distance": "Dot", "on_disk": true}}"#).unwrap();
         assert_eq!(named.0["img"].extra["on_disk"], true);
-        assert!(
-            serde_json::from_str::<VectorsConfig>(r#"{"size": 4, "distance": "Nope"}"#).is_err()
-        );
+        assert!(serde_json::from_str::<VectorsConfig>(r#"{"size": 4, "distance": "Nope"}"#).is_err());
     }
 
     #[test]
@@ -640,10 +620,7 @@ mod tests {
         let inc: WithPayload = serde_json::from_str(r#"["a", "b.c"]"#).unwrap();
         assert_eq!(inc.select(&p).unwrap().len(), 2);
         let exc: WithPayload = serde_json::from_str(r#"{"exclude": ["a"]}"#).unwrap();
-        assert_eq!(
-            exc.select(&p).unwrap().keys().collect::<Vec<_>>(),
-            vec!["b", "d"]
-        );
+        assert_eq!(exc.select(&p).unwrap().keys().collect::<Vec<_>>(), vec!["b", "d"]);
         assert!(WithPayload::Bool(false).select(&p).is_none());
     }
 

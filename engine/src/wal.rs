@@ -142,9 +142,7 @@ impl WalOp {
             }
             6 => WalOp::ClearPayload(d.ids()?),
             t => {
-                return Err(EngineError::Corrupted(format!(
-                    "WAL record: unknown op {t}"
-                )));
+                return Err(EngineError::Corrupted(format!("WAL record: unknown op {t}")));
             }
         })
     }
@@ -196,9 +194,7 @@ impl Wal {
                 break;
             }
             let mut d = Decoder::new(body);
-            let parsed = d
-                .u64()
-                .and_then(|v| WalOp::decode(&mut d).map(|op| (v, op)));
+            let parsed = d.u64().and_then(|v| WalOp::decode(&mut d).map(|op| (v, op)));
             match parsed {
                 Ok(rec) if d.done() => records.push(rec),
                 _ => break,
@@ -288,16 +284,10 @@ mod tests {
         vec![
             WalOp::Upsert(vec![PointWrite {
                 id: PointId::Num(7),
-                vectors: BTreeMap::from([(
-                    "".to_string(),
-                    VectorData::Dense(vec![0.1, f32::MIN_POSITIVE, -3.0]),
-                )]),
+                vectors: BTreeMap::from([("".to_string(), VectorData::Dense(vec![0.1, f32::MIN_POSITIVE, -3.0]))]),
                 payload: payload.clone(),
             }]),
-            WalOp::Delete(vec![
-                PointId::Num(1),
-                PointId::Uuid(uuid::Uuid::from_u128(5)),
-            ]),
+            WalOp::Delete(vec![PointId::Num(1), PointId::Uuid(uuid::Uuid::from_u128(5))]),
             WalOp::SetPayload {
                 ids: vec![PointId::Num(7)],
                 payload: payload.clone(),
@@ -327,10 +317,7 @@ mod tests {
         w.sync().unwrap();
         drop(w);
         let (mut w, r) = Wal::open(&p).unwrap();
-        assert_eq!(
-            r.records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
-            ops()
-        );
+        assert_eq!(r.records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), ops());
         assert_eq!(r.records.last().unwrap().0, 6);
         w.append(7, &WalOp::Delete(vec![PointId::Num(9)])).unwrap();
         drop(w);

@@ -19,11 +19,7 @@ fn collection_lifecycle() {
     let c = e
         .create_collection("a", CollectionConfig::single(4, Distance::Cosine))
         .unwrap();
-    assert_eq!(
-        c.config().shard_number,
-        2,
-        "defaults to one shard per worker"
-    );
+    assert_eq!(c.config().shard_number, 2, "defaults to one shard per worker");
     e.create_collection("b", CollectionConfig::single(2, Distance::Dot))
         .unwrap();
     assert_eq!(e.list_collections(), vec!["a", "b"]);
@@ -41,16 +37,10 @@ fn collection_lifecycle() {
         );
     }
     let info = block(c.info()).unwrap();
-    assert_eq!(
-        (info.status, info.points_count, info.segments_count),
-        ("green", 0, 2)
-    );
+    assert_eq!((info.status, info.points_count, info.segments_count), ("green", 0, 2));
     assert!(e.delete_collection("a").unwrap());
     assert!(!e.delete_collection("a").unwrap());
-    assert!(matches!(
-        e.collection("a"),
-        Err(EngineError::CollectionNotFound(_))
-    ));
+    assert!(matches!(e.collection("a"), Err(EngineError::CollectionNotFound(_))));
     assert_eq!(e.list_collections(), vec!["b"]);
     assert!(!dir.path().join("collections/a").exists());
     // A deleted name can be created again, empty.
@@ -72,10 +62,7 @@ fn upsert_retrieve_delete_and_payload_ops() {
         .collect();
     block(c.upsert(pts, true)).unwrap();
     assert_eq!(block(c.count(None)).unwrap(), 30);
-    assert!(
-        block(c.info()).unwrap().segments_count > 2,
-        "sealing happened"
-    );
+    assert!(block(c.info()).unwrap().segments_count > 2, "sealing happened");
 
     // Retrieve keeps request order, skips missing ids, dedups.
     let got = block(c.retrieve(
@@ -86,50 +73,21 @@ fn upsert_retrieve_delete_and_payload_ops() {
     .unwrap();
     assert_eq!(ids(&got), vec![PointId::Num(5), PointId::Num(2)]);
     assert_eq!(got[0].payload.as_ref().unwrap()["group"], "g0");
-    assert_eq!(
-        got[0].vector,
-        Some(VectorOutput::Single(vec![5.0, 1.0, 0.0]))
-    );
-    let bare = block(c.retrieve(
-        vec![5.into()],
-        WithPayload::Bool(false),
-        WithVector::Bool(false),
-    ))
-    .unwrap();
-    assert_eq!(
-        (bare[0].payload.clone(), bare[0].vector.clone()),
-        (None, None)
-    );
+    assert_eq!(got[0].vector, Some(VectorOutput::Single(vec![5.0, 1.0, 0.0])));
+    let bare = block(c.retrieve(vec![5.into()], WithPayload::Bool(false), WithVector::Bool(false))).unwrap();
+    assert_eq!((bare[0].payload.clone(), bare[0].vector.clone()), (None, None));
 
     // Upsert replaces.
-    block(c.upsert(
-        vec![point(5, vec![0.0, 0.0, 9.0], json!({"new": true}))],
-        true,
-    ))
-    .unwrap();
-    let got = block(c.retrieve(
-        vec![5.into()],
-        WithPayload::Bool(true),
-        WithVector::Bool(true),
-    ))
-    .unwrap();
-    assert_eq!(
-        got[0].payload.as_ref().unwrap(),
-        &payload(json!({"new": true}))
-    );
+    block(c.upsert(vec![point(5, vec![0.0, 0.0, 9.0], json!({"new": true}))], true)).unwrap();
+    let got = block(c.retrieve(vec![5.into()], WithPayload::Bool(true), WithVector::Bool(true))).unwrap();
+    assert_eq!(got[0].payload.as_ref().unwrap(), &payload(json!({"new": true})));
     assert_eq!(block(c.count(None)).unwrap(), 30);
 
     // Delete by ids and by filter.
-    block(c.delete(
-        PointsSelector::Ids(vec![0.into(), 1.into(), 12345.into()]),
-        true,
-    ))
-    .unwrap();
+    block(c.delete(PointsSelector::Ids(vec![0.into(), 1.into(), 12345.into()]), true)).unwrap();
     assert_eq!(block(c.count(None)).unwrap(), 28);
     block(c.delete(
-        PointsSelector::Filter(filter(
-            json!({"must": [{"key": "group", "match": {"value": "g3"}}]}),
-        )),
+        PointsSelector::Filter(filter(json!({"must": [{"key": "group", "match": {"value": "g3"}}]}))),
         true,
     ))
     .unwrap();
@@ -157,13 +115,9 @@ fn upsert_retrieve_delete_and_payload_ops() {
         true,
     ))
     .unwrap();
-    let p = block(c.retrieve(
-        vec![2.into()],
-        WithPayload::Bool(true),
-        WithVector::Bool(true),
-    ))
-    .unwrap()
-    .remove(0);
+    let p = block(c.retrieve(vec![2.into()], WithPayload::Bool(true), WithVector::Bool(true)))
+        .unwrap()
+        .remove(0);
     assert_eq!(p.payload.as_ref().unwrap()["extra"], 1);
     assert_eq!(p.payload.as_ref().unwrap()["a"]["b"]["deep"], 2);
     assert_eq!(p.payload.as_ref().unwrap()["group"], "g2");
@@ -178,38 +132,25 @@ fn upsert_retrieve_delete_and_payload_ops() {
         true,
     ))
     .unwrap();
-    let p = block(c.retrieve(
-        vec![2.into()],
-        WithPayload::Bool(true),
-        WithVector::Bool(false),
-    ))
-    .unwrap()
-    .remove(0);
+    let p = block(c.retrieve(vec![2.into()], WithPayload::Bool(true), WithVector::Bool(false)))
+        .unwrap()
+        .remove(0);
     assert!(p.payload.as_ref().unwrap().get("extra").is_none());
     assert_eq!(p.payload.as_ref().unwrap()["a"]["b"], json!({}));
     block(c.overwrite_payload(
-        PointsSelector::Filter(filter(
-            json!({"must": [{"key": "even", "match": {"value": true}}]}),
-        )),
+        PointsSelector::Filter(filter(json!({"must": [{"key": "even", "match": {"value": true}}]}))),
         payload(json!({"o": 1})),
         true,
     ))
     .unwrap();
     assert_eq!(
-        block(c.count(Some(filter(
-            json!({"must": [{"key": "o", "match": {"value": 1}}]})
-        ))))
-        .unwrap(),
+        block(c.count(Some(filter(json!({"must": [{"key": "o", "match": {"value": 1}}]}))))).unwrap(),
         11
     );
     block(c.clear_payload(PointsSelector::Ids(vec![7.into()]), true)).unwrap();
-    let p = block(c.retrieve(
-        vec![7.into()],
-        WithPayload::Bool(true),
-        WithVector::Bool(false),
-    ))
-    .unwrap()
-    .remove(0);
+    let p = block(c.retrieve(vec![7.into()], WithPayload::Bool(true), WithVector::Bool(false)))
+        .unwrap()
+        .remove(0);
     assert!(p.payload.unwrap().is_empty());
 
     // Payload ops on a missing id fail and change nothing anywhere.
@@ -221,10 +162,7 @@ fn upsert_retrieve_delete_and_payload_ops() {
         true,
     ))
     .unwrap_err();
-    assert!(
-        matches!(err, EngineError::PointNotFound(PointId::Num(4242))),
-        "{err}"
-    );
+    assert!(matches!(err, EngineError::PointNotFound(PointId::Num(4242))), "{err}");
     assert_eq!(scroll_all(&c, None), before);
 }
 
@@ -298,9 +236,15 @@ fn named_and_sparse_vectors() {
     };
     block(c.upsert(
         vec![
-            mk(1, json!({"img": [1.0, 0.0], "kw": {"indices": [1, 7], "values": [1.0, 2.0]}})),
+            mk(
+                1,
+                json!({"img": [1.0, 0.0], "kw": {"indices": [1, 7], "values": [1.0, 2.0]}}),
+            ),
             mk(2, json!({"txt": [0.0, 3.0, 4.0]})),
-            mk(3, json!({"img": [0.5, 0.5], "txt": [1.0, 0.0, 0.0], "kw": {"indices": [7], "values": [0.5]}})),
+            mk(
+                3,
+                json!({"img": [0.5, 0.5], "txt": [1.0, 0.0, 0.0], "kw": {"indices": [7], "values": [0.5]}}),
+            ),
             mk(4, json!({"kw": {"indices": [9], "values": [1.0]}})),
             mk(5, json!({})),
         ],
@@ -322,14 +266,8 @@ fn named_and_sparse_vectors() {
         vec![(1.into(), 1.0), (3.into(), 0.5)]
     );
     let txt = search("txt", QueryVector::Dense(vec![0.0, 0.0, 2.0]));
-    assert_eq!(
-        txt.iter().map(|h| h.0).collect::<Vec<_>>(),
-        vec![2.into(), 3.into()]
-    );
-    assert!(
-        (txt[0].1 - 0.8).abs() < 1e-6,
-        "cosine of normalised vectors: {txt:?}"
-    );
+    assert_eq!(txt.iter().map(|h| h.0).collect::<Vec<_>>(), vec![2.into(), 3.into()]);
+    assert!((txt[0].1 - 0.8).abs() < 1e-6, "cosine of normalised vectors: {txt:?}");
     let kw = search(
         "kw",
         QueryVector::Sparse(SparseVector {
@@ -366,26 +304,14 @@ fn named_and_sparse_vectors() {
     // Errors: unknown vector names, dense given for sparse, wrong sizes; nothing stored changes.
     let before = scroll_all(&c, None);
     let bad: Vec<PointStruct> = vec![mk(9, json!({"nope": [1.0]}))];
-    assert!(matches!(
-        block(c.upsert(bad, true)),
-        Err(EngineError::UnknownVector(_))
-    ));
+    assert!(matches!(block(c.upsert(bad, true)), Err(EngineError::UnknownVector(_))));
     let bad = vec![mk(9, json!({"img": [1.0, 2.0, 3.0]}))];
     assert!(matches!(
         block(c.upsert(bad, true)),
-        Err(EngineError::WrongVectorDim {
-            expected: 2,
-            got: 3
-        })
+        Err(EngineError::WrongVectorDim { expected: 2, got: 3 })
     ));
-    let bad = vec![mk(
-        1,
-        json!({"kw": {"indices": [1, 1], "values": [1.0, 2.0]}}),
-    )];
-    assert!(matches!(
-        block(c.upsert(bad, true)),
-        Err(EngineError::BadRequest(_))
-    ));
+    let bad = vec![mk(1, json!({"kw": {"indices": [1, 1], "values": [1.0, 2.0]}}))];
+    assert!(matches!(block(c.upsert(bad, true)), Err(EngineError::BadRequest(_))));
     assert_eq!(scroll_all(&c, None), before);
     let _ = BTreeMap::<u8, u8>::new();
 }
@@ -397,33 +323,20 @@ fn bad_input_is_rejected_and_changes_nothing() {
     let c = e
         .create_collection("b", CollectionConfig::single(3, Distance::Euclid))
         .unwrap();
-    block(
-        c.upsert(
-            (0..5)
-                .map(|i| point(i, vec![i as f32; 3], json!({"i": i})))
-                .collect(),
-            true,
-        ),
-    )
+    block(c.upsert(
+        (0..5).map(|i| point(i, vec![i as f32; 3], json!({"i": i}))).collect(),
+        true,
+    ))
     .unwrap();
     let before = scroll_all(&c, None);
     // One bad point in a batch rejects the whole batch.
-    let batch = vec![
-        point(10, vec![1.0; 3], json!({})),
-        point(11, vec![1.0; 4], json!({})),
-    ];
+    let batch = vec![point(10, vec![1.0; 3], json!({})), point(11, vec![1.0; 4], json!({}))];
     assert!(matches!(
         block(c.upsert(batch, true)),
-        Err(EngineError::WrongVectorDim {
-            expected: 3,
-            got: 4
-        })
+        Err(EngineError::WrongVectorDim { expected: 3, got: 4 })
     ));
     let batch = vec![point(1, vec![f32::NAN, 0.0, 0.0], json!({}))];
-    assert!(matches!(
-        block(c.upsert(batch, true)),
-        Err(EngineError::BadRequest(_))
-    ));
+    assert!(matches!(block(c.upsert(batch, true)), Err(EngineError::BadRequest(_))));
     assert!(matches!(
         block(c.search(SearchRequest::new(vec![1.0; 2], 3))),
         Err(EngineError::WrongVectorDim { .. })

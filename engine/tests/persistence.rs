@@ -42,20 +42,12 @@ fn clean_restart_keeps_everything() {
     let search_before;
     {
         let (e, c) = make(dir.path(), 40);
-        block(c.create_index(
-            "group".into(),
-            PayloadFieldSchema::Type(PayloadSchemaType::Keyword),
-        ))
-        .unwrap();
+        block(c.create_index("group".into(), PayloadFieldSchema::Type(PayloadSchemaType::Keyword))).unwrap();
         let mut rng = Rng(5);
-        block(
-            c.upsert(
-                (0..250)
-                    .map(|i| point(i, rng.vec(4), standard_payload(i)))
-                    .collect(),
-                true,
-            ),
-        )
+        block(c.upsert(
+            (0..250).map(|i| point(i, rng.vec(4), standard_payload(i))).collect(),
+            true,
+        ))
         .unwrap();
         // Deletions and payload changes that hit sealed segments, plus some unsealed tail.
         block(c.delete(
@@ -64,9 +56,7 @@ fn clean_restart_keeps_everything() {
         ))
         .unwrap();
         block(c.set_payload(
-            PointsSelector::Filter(filter(
-                json!({"must": [{"key": "group", "match": {"value": "g1"}}]}),
-            )),
+            PointsSelector::Filter(filter(json!({"must": [{"key": "group", "match": {"value": "g1"}}]}))),
             payload(json!({"tag": "x"})),
             None,
             true,
@@ -88,11 +78,7 @@ fn clean_restart_keeps_everything() {
         block(c.search(SearchRequest::new(vec![0.5, -0.5, 0.1, 0.9], 15))).unwrap(),
         search_before
     );
-    assert_eq!(
-        c.config().payload_schema.len(),
-        1,
-        "index definition persisted"
-    );
+    assert_eq!(c.config().payload_schema.len(), 1, "index definition persisted");
     let f = filter(json!({"must": [{"key": "tag", "match": {"value": "x"}}]}));
     assert_eq!(
         block(c.count(Some(f))).unwrap(),
@@ -106,11 +92,7 @@ fn clean_restart_keeps_everything() {
     e.shutdown();
     drop(e);
     for w in wal_files(dir.path()) {
-        assert_eq!(
-            fs::metadata(&w).unwrap().len(),
-            0,
-            "{w:?} empty after a checkpoint"
-        );
+        assert_eq!(fs::metadata(&w).unwrap().len(), 0, "{w:?} empty after a checkpoint");
     }
     let e = open(dir.path(), 2);
     assert_eq!(scroll_all(&e.collection("p").unwrap(), None), expected);
@@ -144,11 +126,7 @@ fn torn_wal_tail_drops_only_the_torn_record() {
         assert_eq!(scroll_all(&e.collection("p").unwrap(), None), acknowledged);
         e.shutdown();
         drop(e);
-        assert_eq!(
-            fs::metadata(&w).unwrap().len() as usize,
-            good,
-            "torn tail truncated"
-        );
+        assert_eq!(fs::metadata(&w).unwrap().len() as usize, good, "torn tail truncated");
     }
     // A corrupted byte inside the last record: that record is dropped, earlier ones survive.
     let w = &wal_files(dir.path())[0];

@@ -70,11 +70,7 @@ fn assert_same(got: &[ScoredPoint], want: &[(u64, f32)], ctx: &str) {
     assert_eq!(got.len(), want.len(), "{ctx}: lengths");
     for (g, (id, s)) in got.iter().zip(want) {
         let tol = 1e-3 * s.abs().max(1.0);
-        assert!(
-            (g.score - s).abs() <= tol,
-            "{ctx}: score {} vs {s}",
-            g.score
-        );
+        assert!((g.score - s).abs() <= tol, "{ctx}: score {} vs {s}", g.score);
         // Ids must agree unless two reference scores tie within rounding.
         if g.id != PointId::Num(*id) {
             let alt = want.iter().find(|(i, _)| PointId::Num(*i) == g.id);
@@ -95,16 +91,8 @@ fn run_distance(d: Distance, indexed: bool) {
     cfg.segment_max_points = 150;
     let c = e.create_collection("r", cfg).unwrap();
     if indexed {
-        block(c.create_index(
-            "group".into(),
-            PayloadFieldSchema::Type(PayloadSchemaType::Keyword),
-        ))
-        .unwrap();
-        block(c.create_index(
-            "n".into(),
-            PayloadFieldSchema::Type(PayloadSchemaType::Integer),
-        ))
-        .unwrap();
+        block(c.create_index("group".into(), PayloadFieldSchema::Type(PayloadSchemaType::Keyword))).unwrap();
+        block(c.create_index("n".into(), PayloadFieldSchema::Type(PayloadSchemaType::Integer))).unwrap();
     }
     for chunk in data.points.chunks(100) {
         let pts = chunk
@@ -119,19 +107,13 @@ fn run_distance(d: Distance, indexed: bool) {
     }
     if !indexed {
         // Indexes created after the data exists must be built over sealed segments too.
-        block(c.create_index(
-            "group".into(),
-            PayloadFieldSchema::Type(PayloadSchemaType::Keyword),
-        ))
-        .unwrap();
+        block(c.create_index("group".into(), PayloadFieldSchema::Type(PayloadSchemaType::Keyword))).unwrap();
     }
     let mut rng = Rng(99);
     let filters: Vec<(Option<Filter>, Keep)> = vec![
         (None, Box::new(|_| true)),
         (
-            Some(filter(
-                json!({"must": [{"key": "group", "match": {"value": "g2"}}]}),
-            )),
+            Some(filter(json!({"must": [{"key": "group", "match": {"value": "g2"}}]}))),
             Box::new(|p| p["group"] == "g2"),
         ),
         (
@@ -144,10 +126,7 @@ fn run_distance(d: Distance, indexed: bool) {
             Some(filter(
                 json!({"should": [{"key": "group", "match": {"any": ["g0", "g4"]}}, {"key": "score", "range": {"lt": 5.0}}]}),
             )),
-            Box::new(|p| {
-                ["g0", "g4"].contains(&p["group"].as_str().unwrap())
-                    || p["score"].as_f64().unwrap() < 5.0
-            }),
+            Box::new(|p| ["g0", "g4"].contains(&p["group"].as_str().unwrap()) || p["score"].as_f64().unwrap() < 5.0),
         ),
     ];
     let mut batch = Vec::new();

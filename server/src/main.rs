@@ -1,63 +1,104 @@
-//! `quiver`: opens the storage (replaying every WAL) and serves until SIGINT/SIGTERM.
-//!
-//! The Qdrant-compatible REST and gRPC APIs are not served yet (they are the next issue); today
-//! the binary loads and recovers the storage, reports what it holds, and shuts down cleanly,
-//! syncing every WAL.
+//! `quiver`: Quiver's server. Loads the configuration, opens (and recovers) the storage, serves
+//! Qdrant's REST API, and on SIGINT/SIGTERM stops accepting connections, finishes in-flight
+//! requests and syncs every WAL before exiting.
+
+mod api;
+mod http;
+mod settings;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 use quiver_engine::{Engine, EngineOptions};
-use signal_hook::consts::{SIGINT, SIGTERM};
 
-/// Command-line options.
+use settings::Settings;
+
+/// Command-line options (Qdrant's where they exist).
 #[derive(Debug, Parser)]
-#[command(name = "quiver", version, about = "Quiver vector search engine")]
+#[command(
+    name = "quiver",
+    version,
+    about = "Quiver: a vector search engine that speaks Qdrant's API"
+)]
 struct Args {
-    /// Directory holding collections.
-    #[arg(
-        long,
-        env = "QDRANT__STORAGE__STORAGE_PATH",
-        default_value = "./storage"
-    )]
-    storage_path: PathBuf,
-    /// Worker threads (0 = one per core).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    /// YAML configuration file (default: config/config.yaml when present).
+    #[arg(long)]
+    config_path: Option<PathBuf>,
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+    let settings = match Settings::load(args.config_path.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
-            std::process::exit(1);
+            eprintln!("error: {e}");
+            std::process::exit(2);
         }
     };
-    let engine = match Engine::open(EngineOptions {
-        storage_path: args.storage_path.clone(),
-        workers: args.workers,
-        pin_threads: true,
-    }) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!(
-                "error: cannot open storage at {}: {e}",
-                args.storage_path.display()
-            );
-            std::process::exit(1);
-        }
-    };
-    let names = engine.list_collections();
-    tracing::info!(storage = %args.storage_path.display(), workers = engine.workers(), collections = names.len(), "storage open; waiting for SIGINT/SIGTERM");
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "shutting down");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(settings.log_level.to_lowercase()));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = run(settings) {
+        tracing::error!("{e}");
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
+}
+
+fn run(settings: Settings) -> Result<(), String> {
+    let engine = Engine::open(EngineOptions {
+        storage_path: settings.storage.storage_path.clone(),
+        workers: settings.storage.workers,
+        pin_threads: true,
+    })
+    .map_err(|e| {
+        format!(
+            "cannot open storage at {}: {e}",
+            settings.storage.storage_path.display()
+        )
+    })?;
+    let engine = Arc::new(engine);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quiver-http")
+        .build()
+        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
+    let addr = format!("{}:{}", settings.service.host, settings.service.http_port);
+    tracing::info!(
+        storage_path = %settings.storage.storage_path.display(),
+        snapshots_path = %settings.storage.snapshots_path.display(),
+        temp_path = %settings.temp_path().display(),
+        snapshots_storage = %settings.storage.snapshots_config.snapshots_storage,
+        s3_configured = settings.storage.snapshots_config.s3_config.is_some(),
+        grpc_port = ?settings.service.grpc_port,
+        url_recovery = settings.service.enable_snapshot_url_recovery,
+        "configuration loaded (gRPC and snapshots are not served yet)"
+    );
+    let state = Arc::new(api::AppState::new(engine.clone(), settings));
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(address = %local, collections = engine.list_collections().len(), workers = engine.workers(), "Qdrant-compatible REST API listening");
+        http::serve(listener, state, shutdown_signal()).await;
+        Ok::<_, String>(())
+    })?;
     engine.shutdown();
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
 }

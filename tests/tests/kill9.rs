@@ -41,25 +41,14 @@ fn check(storage: &std::path::Path, last_acked: u64) {
     })
     .expect("reopen after kill -9");
     let c = engine.collection("crash").unwrap();
-    let ids: Vec<PointId> = (0..(last_acked + 1) * CRASH_BATCH)
-        .map(PointId::Num)
-        .collect();
-    let got = pollster::block_on(c.retrieve(
-        ids.clone(),
-        WithPayload::Bool(true),
-        WithVector::Bool(true),
-    ))
-    .unwrap();
+    let ids: Vec<PointId> = (0..(last_acked + 1) * CRASH_BATCH).map(PointId::Num).collect();
+    let got = pollster::block_on(c.retrieve(ids.clone(), WithPayload::Bool(true), WithVector::Bool(true))).unwrap();
     assert_eq!(got.len(), ids.len(), "every acknowledged point is present");
     for r in &got {
         let PointId::Num(id) = r.id else {
             panic!("numeric ids only")
         };
-        assert_eq!(
-            r.vector,
-            Some(VectorOutput::Single(crash_vector(id))),
-            "vector of {id}"
-        );
+        assert_eq!(r.vector, Some(VectorOutput::Single(crash_vector(id))), "vector of {id}");
         let p = r.payload.as_ref().unwrap();
         assert_eq!(p["id"], id);
         if id == 0 {

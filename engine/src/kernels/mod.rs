@@ -83,8 +83,7 @@ pub fn all_available() -> Vec<Kernels> {
                 l1: x86_safe::l1_avx512,
             });
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             out.push(Kernels {
                 name: "avx2",
                 dot: x86_safe::dot_avx2,
@@ -119,11 +118,7 @@ pub fn active() -> &'static Kernels {
             .ok()
             .and_then(|want| all.iter().find(|k| k.name == want).copied());
         let k = pinned.unwrap_or_else(|| calibrate(&all));
-        tracing::info!(
-            dot = k.name,
-            pinned = pinned.is_some(),
-            "distance kernels selected"
-        );
+        tracing::info!(dot = k.name, pinned = pinned.is_some(), "distance kernels selected");
         k
     })
 }

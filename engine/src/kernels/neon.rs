@@ -41,11 +41,7 @@ macro_rules! neon_kernel {
     };
 }
 
-neon_kernel!(
-    dot_neon,
-    |acc, x, y| vfmaq_f32(acc, x, y),
-    |x: f32, y: f32| x * y
-);
+neon_kernel!(dot_neon, |acc, x, y| vfmaq_f32(acc, x, y), |x: f32, y: f32| x * y);
 neon_kernel!(
     l2sq_neon,
     |acc, x, y| {

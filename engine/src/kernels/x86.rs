@@ -33,22 +33,13 @@ macro_rules! reduce_kernel {
                 let n = a.len().min(b.len());
                 let (pa, pb) = (a.as_ptr(), b.as_ptr());
                 let step = $step;
-                let (mut c0, mut c1, mut c2, mut c3): ($vec, $vec, $vec, $vec) =
-                    ($zero(), $zero(), $zero(), $zero());
+                let (mut c0, mut c1, mut c2, mut c3): ($vec, $vec, $vec, $vec) = ($zero(), $zero(), $zero(), $zero());
                 let mut i = 0;
                 while i + 4 * $lanes <= n {
                     c0 = step(c0, $load(pa.add(i)), $load(pb.add(i)));
                     c1 = step(c1, $load(pa.add(i + $lanes)), $load(pb.add(i + $lanes)));
-                    c2 = step(
-                        c2,
-                        $load(pa.add(i + 2 * $lanes)),
-                        $load(pb.add(i + 2 * $lanes)),
-                    );
-                    c3 = step(
-                        c3,
-                        $load(pa.add(i + 3 * $lanes)),
-                        $load(pb.add(i + 3 * $lanes)),
-                    );
+                    c2 = step(c2, $load(pa.add(i + 2 * $lanes)), $load(pb.add(i + 2 * $lanes)));
+                    c3 = step(c3, $load(pa.add(i + 3 * $lanes)), $load(pb.add(i + 3 * $lanes)));
                     i += 4 * $lanes;
                 }
                 while i + $lanes <= n {

@@ -24,17 +24,13 @@ fn main() {
             // Small segments, so that kills also land in the middle of checkpoints.
             cfg.segment_max_points = 300;
             cfg.shard_number = 2;
-            engine
-                .create_collection("crash", cfg)
-                .expect("create collection")
+            engine.create_collection("crash", cfg).expect("create collection")
         }
     };
     let stdout = std::io::stdout();
     for batch in first.. {
         pollster::block_on(c.upsert(quiver_tests::crash_batch(batch), true)).expect("upsert");
         let mut out = stdout.lock();
-        writeln!(out, "ack {batch}")
-            .and_then(|_| out.flush())
-            .expect("stdout");
+        writeln!(out, "ack {batch}").and_then(|_| out.flush()).expect("stdout");
     }
 }

@@ -1,0 +1,113 @@
+//! Qdrant's response envelope and the one place where errors become HTTP statuses.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode, header};
+use quiver_engine::EngineError;
+use serde::Serialize;
+use serde_json::json;
+
+/// The body type of every response.
+pub type Body = Full<Bytes>;
+
+/// An error on its way to the client: a status and a message for `{"status": {"error": ...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    /// 400 Bad Request.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    /// 422 Unprocessable Entity (well-formed JSON, invalid values).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+    /// 404 Not Found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::CollectionNotFound(_) | EngineError::PointNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::CollectionExists(_) => StatusCode::CONFLICT,
+            EngineError::InvalidName(..)
+            | EngineError::WrongVectorDim { .. }
+            | EngineError::UnknownVector(_)
+            | EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Corrupted(_) | EngineError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `{"result": ..., "status": "ok", "time": seconds}` with 200.
+pub fn ok<T: Serialize>(result: &T, started: Instant) -> Response<Body> {
+    #[derive(Serialize)]
+    struct Envelope<'a, T> {
+        result: &'a T,
+        status: &'static str,
+        time: f64,
+    }
+    match serde_json::to_vec(&Envelope {
+        result,
+        status: "ok",
+        time: started.elapsed().as_secs_f64(),
+    }) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => error(
+            &ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot serialise response: {e}"),
+            ),
+            started,
+        ),
+    }
+}
+
+/// Like [`ok`] for an already built JSON value.
+pub fn ok_raw(result: serde_json::Value, started: Instant) -> Response<Body> {
+    ok(&result, started)
+}
+
+/// `{"status": {"error": ...}, "time": ...}` with the error's status.
+pub fn error(e: &ApiError, started: Instant) -> Response<Body> {
+    let body = json!({"status": {"error": e.message}, "time": started.elapsed().as_secs_f64()});
+    json_response(e.status, body.to_string().into_bytes())
+}
+
+/// A plain-text 200 (health probes).
+pub fn text(s: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(s.as_bytes())));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    r
+}
