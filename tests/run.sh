@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The project's whole test run, as the README's second command: installs what the tests need
-# (nothing beyond the Rust toolchain pinned in rust-toolchain.toml so far), then checks
-# formatting, lints and runs every test of the workspace.
+# The project's whole test run, as the README's second command. On a fresh machine it installs
+# what the tests need (a Python virtualenv with the official qdrant-client, numpy and pytest),
+# then checks formatting and lints, runs every Rust test of the workspace, builds the server and
+# runs the Python compatibility suite against it. It ends with one "N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 echo "== toolchain"
 cargo --version
 rustc --version
+
+echo "== python test environment (.venv)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import qdrant_client, numpy, pytest' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+.venv/bin/python -c 'import qdrant_client, numpy; print("qdrant-client", qdrant_client.__version__ if hasattr(qdrant_client, "__version__") else "?", "numpy", numpy.__version__)' || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,11 +24,18 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
-# cargo prints one "test result" line per test binary, the last often a doc-test run with
-# nothing in it; close with the totals so the whole run is summarised in one line.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "%d passed, %d failed\n", p, f }' "$log"
+
+echo "== cargo test --workspace"
+cargo test --workspace --locked 2>&1 | tee -a "$log"
+
+echo "== python compatibility suite (official qdrant-client against target/debug/quiver)"
+cargo build --locked -p quiver-server --bin quiver
+QUIVER_BIN="$root/target/debug/quiver" .venv/bin/python -m pytest -q tests/python 2>&1 | tee -a "$log"
+
+# Close with the totals of every runner, so the whole run is summarised in one line.
+awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+  /^[0-9]+ (passed|failed)/ && / in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed,?$/) p += $(i-1); if ($(i) ~ /^failed,?$/) f += $(i-1) } }
+  END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -124,13 +124,14 @@ fn selector(points: Option<Vec<PointId>>, filter: Option<Filter>) -> Result<Poin
 /// Routes a request to its handler.
 pub async fn route(state: &Arc<AppState>, req: Request) -> Result<Response<Body>, ApiError> {
     let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
-    let t = req.started;
     let m = &req.method;
     match (m, seg.as_slice()) {
-        (&Method::GET, []) => Ok(response::ok_raw(
-            json!({"title": "quiver - vector search engine (Qdrant-compatible)", "version": QDRANT_API_VERSION, "commit": env!("CARGO_PKG_VERSION")}),
-            t,
-        )),
+        // Qdrant answers `/` with a bare object (no envelope); clients read `version` from it.
+        (&Method::GET, []) => Ok(response::json(&json!({
+            "title": "quiver - vector search engine (Qdrant-compatible)",
+            "version": QDRANT_API_VERSION,
+            "commit": env!("CARGO_PKG_VERSION"),
+        }))),
         (&Method::GET, ["healthz"]) => Ok(response::text("healthz check passed")),
         (&Method::GET, ["livez"]) => Ok(response::text("livez check passed")),
         (&Method::GET, ["readyz"]) => Ok(response::text("all shards are ready")),

@@ -93,9 +93,9 @@ pub fn ok<T: Serialize>(result: &T, started: Instant) -> Response<Body> {
     }
 }
 
-/// Like [`ok`] for an already built JSON value.
-pub fn ok_raw(result: serde_json::Value, started: Instant) -> Response<Body> {
-    ok(&result, started)
+/// A bare JSON 200 without the envelope.
+pub fn json(value: &serde_json::Value) -> Response<Body> {
+    json_response(StatusCode::OK, value.to_string().into_bytes())
 }
 
 /// `{"status": {"error": ...}, "time": ...}` with the error's status.
