@@ -44,6 +44,18 @@ pub struct Collection {
     dir: PathBuf,
     config: RwLock<Arc<CollectionConfig>>,
     rt: Arc<Runtime>,
+    /// Held shared while a write's jobs are handed to the workers and exclusively while a
+    /// snapshot's pin jobs are: every worker runs its queue in order, so each multi-shard write
+    /// lands entirely before or entirely after the snapshot's point in time.
+    dispatch: RwLock<()>,
+}
+
+/// Every shard of a collection, pinned at one point in time (see [`Shard::pin`]).
+pub struct CollectionPin {
+    /// The configuration at that moment, as `config.json` holds it.
+    pub config: CollectionConfig,
+    /// Pinned files per shard id.
+    pub shards: Vec<(u32, Vec<crate::shard::PinnedFile>)>,
 }
 
 fn recv_err(_: oneshot::RecvError) -> EngineError {
@@ -65,6 +77,7 @@ impl Collection {
             dir: dir.to_path_buf(),
             config: RwLock::new(Arc::new(config)),
             rt,
+            dispatch: RwLock::new(()),
         };
         let cfg = c.config();
         let mut pending = Vec::new();
@@ -248,8 +261,11 @@ impl Collection {
             .map(|p| Self::prepare_point(&cfg, p))
             .collect::<Result<Vec<_>>>()?;
         let mut pending = Vec::new();
-        for (shard, batch) in self.group_by_shard(prepared, |p| p.id) {
-            pending.push(self.write_shard(shard, wait, move |_| Ok(Some(WalOp::Upsert(batch))))?);
+        {
+            let _barrier = self.dispatch.read().unwrap_or_else(|p| p.into_inner());
+            for (shard, batch) in self.group_by_shard(prepared, |p| p.id) {
+                pending.push(self.write_shard(shard, wait, move |_| Ok(Some(WalOp::Upsert(batch))))?);
+            }
         }
         Self::await_all(pending).await
     }
@@ -263,6 +279,7 @@ impl Collection {
         make: impl Fn(Vec<PointId>) -> WalOp + Send + Sync + Clone + 'static,
     ) -> Result<()> {
         let mut pending = Vec::new();
+        let barrier = self.dispatch.read().unwrap_or_else(|p| p.into_inner());
         match selector {
             PointsSelector::Ids(ids) => {
                 for (shard, ids) in self.group_by_shard(ids, |id| *id) {
@@ -281,6 +298,7 @@ impl Collection {
                 }
             }
         }
+        drop(barrier);
         Self::await_all(pending).await
     }
 
@@ -543,6 +561,43 @@ impl Collection {
     pub async fn flush(&self) -> Result<()> {
         self.on_all_shards(|s| s.seal()).await?;
         Ok(())
+    }
+
+    /// Pins every shard at one point in time for a snapshot (see [`Shard::pin`]). Writes whose
+    /// jobs were handed out before are included in every shard, later ones in none.
+    pub async fn pin(&self) -> Result<CollectionPin> {
+        let config = (*self.config()).clone();
+        let mut pending = Vec::new();
+        {
+            let _barrier = self.dispatch.write().unwrap_or_else(|p| p.into_inner());
+            for shard in 0..config.shard_number {
+                let key = self.key(shard);
+                pending.push((
+                    shard,
+                    self.rt
+                        .call(self.worker_of(shard), move |w| w.shard(key).and_then(|s| s.pin()))?,
+                ));
+            }
+        }
+        let mut shards = Vec::with_capacity(pending.len());
+        for (id, p) in pending {
+            shards.push((id, p.await.map_err(recv_err)??));
+        }
+        Ok(CollectionPin { config, shards })
+    }
+
+    /// Pins one shard (see [`Shard::pin`]).
+    pub async fn pin_shard(&self, shard: u32) -> Result<Vec<crate::shard::PinnedFile>> {
+        if shard >= self.config().shard_number {
+            return Err(EngineError::ShardNotFound(shard));
+        }
+        let key = self.key(shard);
+        let rx = {
+            let _barrier = self.dispatch.write().unwrap_or_else(|p| p.into_inner());
+            self.rt
+                .call(self.worker_of(shard), move |w| w.shard(key).and_then(|s| s.pin()))?
+        };
+        rx.await.map_err(recv_err)?
     }
 
     /// Points, segments, status and configuration.

@@ -9,7 +9,7 @@
 //! place; a deleted one is renamed to `collections/.deleted-<uid>` before its files are removed.
 //! Leftovers of either are cleared at start.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +20,33 @@ use crate::error::{EngineError, Result};
 use crate::fsutil;
 use crate::runtime::Runtime;
 use crate::types::CollectionConfig;
+
+/// File holding the aliases, beside `collections/`.
+pub const ALIASES_FILE: &str = "aliases.json";
+
+/// One change to the aliases; a list of them is applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasAction {
+    /// Points `alias` at `collection` (replacing what it pointed at).
+    Create {
+        /// Target collection.
+        collection: String,
+        /// Alias name.
+        alias: String,
+    },
+    /// Removes an alias.
+    Delete {
+        /// Alias name.
+        alias: String,
+    },
+    /// Renames an alias.
+    Rename {
+        /// Current name.
+        old: String,
+        /// New name.
+        new: String,
+    },
+}
 
 /// How to start an engine.
 #[derive(Debug, Clone)]
@@ -45,7 +72,10 @@ impl EngineOptions {
 
 /// The engine (see the module docs). Cheap to share behind an `Arc`.
 pub struct Engine {
+    storage: PathBuf,
     root: PathBuf,
+    /// Alias name → collection name; persisted in `aliases.json` beside `collections/`.
+    aliases: RwLock<BTreeMap<String, String>>,
     rt: Arc<Runtime>,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
     /// Serialises create/delete so two of them never race on one name.
@@ -76,7 +106,16 @@ impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let root = opts.storage_path.join("collections");
         fs::create_dir_all(&root)?;
+        let aliases_path = opts.storage_path.join(ALIASES_FILE);
+        let aliases: BTreeMap<String, String> = match fs::read(&aliases_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| EngineError::Corrupted(format!("{}: {e}", aliases_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
         let engine = Engine {
+            storage: opts.storage_path.clone(),
+            aliases: RwLock::new(aliases),
             root: root.clone(),
             rt: Arc::new(Runtime::start(opts.workers, opts.pin_threads)),
             collections: RwLock::new(HashMap::new()),
@@ -132,7 +171,13 @@ impl Engine {
             config.shard_number = self.workers() as u32;
         }
         let _ddl = self.ddl.lock().unwrap_or_else(|p| p.into_inner());
-        if self.map_read().contains_key(name) {
+        if self.map_read().contains_key(name)
+            || self
+                .aliases
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(name)
+        {
             return Err(EngineError::CollectionExists(name.to_string()));
         }
         let dir = self.root.join(name);
@@ -173,6 +218,15 @@ impl Engine {
             return Ok(false);
         };
         c.close_blocking();
+        {
+            let mut aliases = self.aliases.write().unwrap_or_else(|p| p.into_inner());
+            if aliases.values().any(|t| t == name) {
+                let mut next = aliases.clone();
+                next.retain(|_, t| t != name);
+                self.persist_aliases(&next)?;
+                *aliases = next;
+            }
+        }
         let grave = self.root.join(format!(
             ".deleted-{}-{}",
             std::process::id(),
@@ -186,10 +240,76 @@ impl Engine {
 
     /// The collection called `name`.
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
-        self.map_read()
+        let map = self.map_read();
+        if let Some(c) = map.get(name) {
+            return Ok(c.clone());
+        }
+        let target = self
+            .aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .get(name)
-            .cloned()
+            .cloned();
+        target
+            .and_then(|t| map.get(&t).cloned())
             .ok_or_else(|| EngineError::CollectionNotFound(name.to_string()))
+    }
+
+    /// The storage root.
+    pub fn storage_path(&self) -> &Path {
+        &self.storage
+    }
+
+    /// Applies alias changes all or nothing, persisting them atomically.
+    pub fn update_aliases(&self, actions: &[AliasAction]) -> Result<()> {
+        let _ddl = self.ddl.lock().unwrap_or_else(|p| p.into_inner());
+        let mut aliases = self.aliases.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = aliases.clone();
+        {
+            let collections = self.map_read();
+            for a in actions {
+                match a {
+                    AliasAction::Create { collection, alias } => {
+                        validate_collection_name(alias)?;
+                        if !collections.contains_key(collection) {
+                            return Err(EngineError::CollectionNotFound(collection.clone()));
+                        }
+                        if collections.contains_key(alias) {
+                            return Err(EngineError::bad(format!("alias `{alias}` is the name of a collection")));
+                        }
+                        next.insert(alias.clone(), collection.clone());
+                    }
+                    AliasAction::Delete { alias } => {
+                        next.remove(alias)
+                            .ok_or_else(|| EngineError::AliasNotFound(alias.clone()))?;
+                    }
+                    AliasAction::Rename { old, new } => {
+                        validate_collection_name(new)?;
+                        if collections.contains_key(new) {
+                            return Err(EngineError::bad(format!("alias `{new}` is the name of a collection")));
+                        }
+                        let target = next
+                            .remove(old)
+                            .ok_or_else(|| EngineError::AliasNotFound(old.clone()))?;
+                        next.insert(new.clone(), target);
+                    }
+                }
+            }
+        }
+        self.persist_aliases(&next)?;
+        *aliases = next;
+        Ok(())
+    }
+
+    fn persist_aliases(&self, aliases: &BTreeMap<String, String>) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(aliases).map_err(std::io::Error::other)?;
+        fsutil::atomic_write(&self.storage.join(ALIASES_FILE), &bytes)?;
+        Ok(())
+    }
+
+    /// Every alias and its collection, sorted by alias.
+    pub fn aliases(&self) -> BTreeMap<String, String> {
+        self.aliases.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Names of all collections, sorted.

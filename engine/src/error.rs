@@ -25,6 +25,12 @@ pub enum EngineError {
     /// The request names a vector the collection does not have.
     #[error("Wrong input: Not existing vector name error: {0}")]
     UnknownVector(String),
+    /// A shard id the collection does not have.
+    #[error("Shard {0} does not exist")]
+    ShardNotFound(u32),
+    /// An alias name that does not exist.
+    #[error("Alias `{0}` does not exist")]
+    AliasNotFound(String),
     /// A point was addressed that does not exist.
     #[error("No point with id {0} found")]
     PointNotFound(PointId),

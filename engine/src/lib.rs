@@ -51,11 +51,13 @@ pub mod topk;
 pub mod types;
 pub mod wal;
 
+pub use collection::CollectionPin;
 pub use collection::{Collection, CollectionInfo};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{AliasAction, Engine, EngineOptions};
 pub use error::{EngineError, Result};
 pub use filter::{Condition, FieldCondition, Filter, Match};
 pub use search::{PointsSelector, QueryVector, ScrollPage, ScrollRequest, SearchRequest};
+pub use shard::PinnedFile;
 pub use types::{
     CollectionConfig, Distance, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointStruct, PointVectors,
     Record, ScoredPoint, SparseVector, SparseVectorParams, VectorData, VectorOutput, VectorParams, VectorsConfig,

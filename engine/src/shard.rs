@@ -60,6 +60,47 @@ struct Loc {
     off: u32,
 }
 
+/// A file of a pinned snapshot: its path inside the shard directory, a handle opened at pin
+/// time, and its size and CRC32 at that moment.
+///
+/// Holding the handle is what keeps the snapshot consistent while the shard goes on: files are
+/// never modified in place after they are committed (new generations get new names, old ones are
+/// unlinked), so an unlinked file stays readable through the handle and a growing WAL is only
+/// read up to `size`.
+#[derive(Debug, Clone)]
+pub struct PinnedFile {
+    /// Path relative to the shard directory, `/`-separated.
+    pub path: String,
+    /// Open handle.
+    pub file: Arc<fs::File>,
+    /// Bytes to take.
+    pub size: u64,
+    /// CRC32 of those bytes.
+    pub crc32: u32,
+}
+
+fn pin_by_reading(dir: &Path, rel: &str) -> Result<PinnedFile> {
+    let file = fs::File::open(dir.join(rel))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut reader = &file;
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(PinnedFile {
+        path: rel.to_string(),
+        file: Arc::new(file),
+        size,
+        crc32: hasher.finalize(),
+    })
+}
+
 /// Counters reported by collection info.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ShardStats {
@@ -386,6 +427,48 @@ impl Shard {
             tracing::warn!(error = %e, "could not remove files of an older generation");
         }
         Ok(())
+    }
+
+    /// Freezes a point-in-time view for a snapshot: seals the appendable segment (so every
+    /// acknowledged write is in sealed files and the WAL is empty), then opens every file of the
+    /// current generation. Large data files take their size and CRC32 from the segment manifest
+    /// (written at seal time), so only small files are read here. Payload index files are left
+    /// out: they are derived data, rebuilt when the segment is opened.
+    pub fn pin(&mut self) -> Result<Vec<PinnedFile>> {
+        self.seal()?;
+        let mut out = vec![
+            pin_by_reading(&self.dir, STATE_FILE)?,
+            pin_by_reading(&self.dir, &wal_name(self.generation))?,
+        ];
+        for (seg, deleted) in self.segments[..self.segments.len() - 1].iter().zip(&self.deleted_files) {
+            let rel = format!("segments/{}", segment_dir_name(seg.id));
+            let manifest_pin = pin_by_reading(&self.dir, &format!("{rel}/{}", crate::segment::MANIFEST))?;
+            let manifest: crate::segment::SegmentManifest =
+                serde_json::from_slice(&fs::read(self.dir.join(&manifest_pin.path))?)
+                    .map_err(|e| EngineError::Corrupted(format!("{rel}/manifest.json: {e}")))?;
+            out.push(manifest_pin);
+            for f in &manifest.files {
+                let path = format!("{rel}/{}", f.name);
+                let file = fs::File::open(self.dir.join(&path))?;
+                let size = file.metadata()?.len();
+                if size != f.size {
+                    return Err(EngineError::Corrupted(format!(
+                        "{path} has {size} bytes, its manifest says {}",
+                        f.size
+                    )));
+                }
+                out.push(PinnedFile {
+                    path,
+                    file: Arc::new(file),
+                    size,
+                    crc32: f.crc32,
+                });
+            }
+            if let Some(d) = deleted {
+                out.push(pin_by_reading(&self.dir, &format!("{rel}/{d}"))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Point ids matching `filter` (all live ids without one).

@@ -117,6 +117,11 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> 
             return Err(too_large());
         }
         let query = req.uri().query().unwrap_or("").to_string();
+        let range = req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = match Limited::new(req.into_body(), limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
@@ -129,6 +134,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> 
                 segments,
                 query,
                 body,
+                range,
                 started,
             },
         )

@@ -5,6 +5,7 @@
 mod api;
 mod http;
 mod settings;
+mod snapshots;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,9 +74,20 @@ fn run(settings: Settings) -> Result<(), String> {
         s3_configured = settings.storage.snapshots_config.s3_config.is_some(),
         grpc_port = ?settings.service.grpc_port,
         url_recovery = settings.service.enable_snapshot_url_recovery,
-        "configuration loaded (gRPC and snapshots are not served yet)"
+        "configuration loaded (gRPC is not served yet)"
     );
-    let state = Arc::new(api::AppState::new(engine.clone(), settings));
+    let snapshots = snapshots::Snapshots::open(
+        &settings.storage.snapshots_path,
+        settings.storage.temp_path.as_deref(),
+        &settings.storage.storage_path,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot open snapshots folder {}: {e}",
+            settings.storage.snapshots_path.display()
+        )
+    })?;
+    let state = Arc::new(api::AppState::new(engine.clone(), Arc::new(snapshots), settings));
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;

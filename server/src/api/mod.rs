@@ -5,6 +5,7 @@ pub mod models;
 mod points;
 mod query;
 pub mod response;
+mod snapshots;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use crate::settings::Settings;
 use models::UpdateParams;
 use response::{ApiError, Body};
+use snapshots::Scope;
 
 /// Qdrant API version implemented (what `GET /` reports, so clients' version checks pass).
 pub const QDRANT_API_VERSION: &str = "1.20.0";
@@ -27,6 +29,8 @@ pub const QDRANT_API_VERSION: &str = "1.20.0";
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
+    /// Snapshot storage.
+    pub snapshots: Arc<crate::snapshots::Snapshots>,
     /// Effective configuration.
     pub settings: Settings,
     op_counter: AtomicU64,
@@ -34,9 +38,10 @@ pub struct AppState {
 
 impl AppState {
     /// State around an opened engine.
-    pub fn new(engine: Arc<Engine>, settings: Settings) -> Self {
+    pub fn new(engine: Arc<Engine>, snapshots: Arc<crate::snapshots::Snapshots>, settings: Settings) -> Self {
         AppState {
             engine,
+            snapshots,
             settings,
             op_counter: AtomicU64::new(0),
         }
@@ -63,6 +68,8 @@ pub struct Request {
     pub query: String,
     /// Body bytes.
     pub body: Bytes,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
     /// When handling started (for `time`).
     pub started: Instant,
 }
@@ -136,6 +143,34 @@ pub async fn route(state: &Arc<AppState>, req: Request) -> Result<Response<Body>
         (&Method::GET, ["livez"]) => Ok(response::text("livez check passed")),
         (&Method::GET, ["readyz"]) => Ok(response::text("all shards are ready")),
         (&Method::GET, ["collections"]) => collections::list(state, &req),
+        (&Method::POST, ["collections", "aliases"]) => snapshots::update_aliases(state, &req).await,
+        (&Method::GET, ["aliases"]) => snapshots::list_aliases(state, &req, None),
+        (&Method::GET, ["collections", c, "aliases"]) => snapshots::list_aliases(state, &req, Some(c)),
+        (&Method::POST, ["snapshots"]) => snapshots::create_full(state, &req).await,
+        (&Method::GET, ["snapshots"]) => snapshots::list(state, &req, Scope::Full),
+        (&Method::GET, ["snapshots", name]) => snapshots::download(state, &req, Scope::Full, name).await,
+        (&Method::DELETE, ["snapshots", name]) => snapshots::delete(state, &req, Scope::Full, name),
+        (&Method::POST, ["collections", c, "snapshots"]) => snapshots::create_collection(state, &req, c).await,
+        (&Method::GET, ["collections", c, "snapshots"]) => snapshots::list(state, &req, Scope::Collection(c)),
+        (&Method::GET, ["collections", c, "snapshots", name]) => {
+            snapshots::download(state, &req, Scope::Collection(c), name).await
+        }
+        (&Method::DELETE, ["collections", c, "snapshots", name]) => {
+            snapshots::delete(state, &req, Scope::Collection(c), name)
+        }
+        (&Method::POST, ["collections", c, "shards", s, "snapshots"]) => {
+            snapshots::create_shard(state, &req, c, s).await
+        }
+        (&Method::GET, ["collections", c, "shards", s, "snapshots"]) => {
+            snapshots::list(state, &req, Scope::Shard(c, s))
+        }
+        (&Method::GET, ["collections", c, "shards", s, "snapshots", name]) => {
+            snapshots::download(state, &req, Scope::Shard(c, s), name).await
+        }
+        (&Method::DELETE, ["collections", c, "shards", s, "snapshots", name]) => {
+            snapshots::delete(state, &req, Scope::Shard(c, s), name)
+        }
+        (&Method::GET, ["collections", c, "shards", s, "snapshot"]) => snapshots::stream_shard(state, &req, c, s).await,
         (&Method::PUT, ["collections", c]) => collections::create(state, &req, c).await,
         (&Method::GET, ["collections", c]) => collections::get(state, &req, c).await,
         (&Method::DELETE, ["collections", c]) => collections::delete(state, &req, c).await,
