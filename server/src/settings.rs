@@ -46,6 +46,8 @@ pub struct StorageSettings {
     pub temp_path: Option<PathBuf>,
     /// Engine worker threads (0 = one per core).
     pub workers: usize,
+    /// Seal size of appendable segments for new collections.
+    pub segment_max_points: usize,
     /// Snapshot storage.
     pub snapshots_config: SnapshotsConfig,
 }

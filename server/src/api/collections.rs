@@ -102,6 +102,7 @@ pub async fn create(state: &Arc<AppState>, req: &Request, name: &str) -> Result<
     config.vectors = vectors;
     config.sparse_vectors = body.sparse_vectors.unwrap_or_default();
     config.shard_number = body.shard_number.unwrap_or(0);
+    config.segment_max_points = state.settings.storage.segment_max_points;
     config.extra = extra;
     let engine = state.engine.clone();
     let name = name.to_string();

@@ -151,8 +151,17 @@ pub async fn scroll(state: &Arc<AppState>, req: &Request, name: &str) -> Result<
             with_vector: body.with_vector.unwrap_or_default(),
         })
         .await?;
+    // A typed body, not `json!`: f32 vectors must print as f32, not widened to f64 digits.
+    #[derive(serde::Serialize)]
+    struct Page {
+        points: Vec<quiver_engine::Record>,
+        next_page_offset: Option<PointId>,
+    }
     Ok(response::ok(
-        &json!({"points": page.points, "next_page_offset": page.next_page_offset}),
+        &Page {
+            points: page.points,
+            next_page_offset: page.next_page_offset,
+        },
         req.started,
     ))
 }

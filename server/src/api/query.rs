@@ -10,7 +10,7 @@ use quiver_engine::{
     Collection, Filter, PointId, QueryVector, ScoredPoint, ScrollRequest, SearchRequest, SparseVector, VectorData,
     VectorOutput, WithPayload, WithVector,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::models::{Prefetch, QueryBatchBody, QueryBody, unsupported};
 use super::points::check_limit;
@@ -316,11 +316,17 @@ async fn run(c: &Collection, body: &QueryBody) -> Result<Vec<ScoredPoint>, ApiEr
     evaluate(c, stage).await
 }
 
+/// Qdrant's `QueryResponse`; typed so that f32 scores and vectors print as f32.
+#[derive(serde::Serialize)]
+struct QueryResponse {
+    points: Vec<ScoredPoint>,
+}
+
 pub async fn query(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
     let body: QueryBody = req.json()?;
     let c = state.collection(name)?;
     let points = run(&c, &body).await?;
-    Ok(response::ok(&json!({ "points": points }), req.started))
+    Ok(response::ok(&QueryResponse { points }, req.started))
 }
 
 pub async fn query_batch(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
@@ -328,7 +334,9 @@ pub async fn query_batch(state: &Arc<AppState>, req: &Request, name: &str) -> Re
     let c = state.collection(name)?;
     let mut out = Vec::with_capacity(body.searches.len());
     for q in &body.searches {
-        out.push(json!({ "points": run(&c, q).await? }));
+        out.push(QueryResponse {
+            points: run(&c, q).await?,
+        });
     }
     Ok(response::ok(&out, req.started))
 }
