@@ -11,28 +11,17 @@
 //! therefore only ever visible complete and with its checksum. Temporary names start with `.`
 //! and end in `.tmp`; whatever a crash left behind is removed at start-up.
 //!
-//! Archive layout of a collection snapshot: `manifest.json` (format version, kind, collection
-//! config, every file's path, size and CRC32), `config.json`, then each shard's files under
-//! `<shard id>/`, exactly as the collection directory holds them. A shard snapshot holds the
-//! shard's files at the archive root. A full snapshot holds `config.json`
-//! (`collections_mapping`, `collections_aliases`) and one member per collection containing
-//! exactly the bytes of that collection's snapshot.
+//! The archive layouts themselves are defined in `quiver_io::snapshot`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use quiver_engine::{CollectionConfig, PinnedFile};
 use quiver_io::{Archive, Backend};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 
-/// Version of the snapshot archive layout.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
-/// Name of the manifest, the first member of collection and shard snapshots.
-pub const MANIFEST: &str = "manifest.json";
 const TMP_SUFFIX: &str = ".tmp";
 
 /// Why a snapshot operation failed.
@@ -65,35 +54,6 @@ pub struct SnapshotDescription {
     pub checksum: Option<String>,
 }
 
-/// One file entry of the archive manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestFile {
-    /// Member path.
-    pub path: String,
-    /// Bytes.
-    pub size: u64,
-    /// CRC32 of the bytes.
-    pub crc32: u32,
-}
-
-/// The manifest of a collection or shard snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotManifest {
-    /// [`SNAPSHOT_FORMAT_VERSION`].
-    pub format_version: u32,
-    /// `collection` or `shard`.
-    pub kind: String,
-    /// Source collection name.
-    pub collection: String,
-    /// Shard id for shard snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard_id: Option<u32>,
-    /// Collection configuration.
-    pub config: CollectionConfig,
-    /// Every data member.
-    pub files: Vec<ManifestFile>,
-}
-
 /// Checks that `name` is a plain snapshot file name (no path, no traversal, not hidden).
 pub fn validate_name(name: &str) -> Result<(), SnapshotError> {
     let bad = name.is_empty()
@@ -110,77 +70,31 @@ pub fn validate_name(name: &str) -> Result<(), SnapshotError> {
     }
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Converts the engine's pinned files into archive members (the io crate knows no engine types).
+pub fn members(files: Vec<quiver_engine::PinnedFile>) -> Vec<quiver_io::snapshot::PinnedMember> {
+    files
+        .into_iter()
+        .map(|f| quiver_io::snapshot::PinnedMember {
+            path: f.path,
+            file: f.file,
+            size: f.size,
+            crc32: f.crc32,
+        })
+        .collect()
 }
 
-/// Builds the archive of a pinned collection (or of one pinned shard when `shard` is given).
+/// The archive of a pinned collection, or of one pinned shard when `shard` is given.
 pub fn collection_archive(
     collection: &str,
-    config: &CollectionConfig,
-    shards: Vec<(u32, Vec<PinnedFile>)>,
+    config: &quiver_engine::CollectionConfig,
+    shards: Vec<(u32, Vec<quiver_engine::PinnedFile>)>,
     shard: Option<u32>,
 ) -> Result<Archive, SnapshotError> {
-    let prefix = |id: u32, p: &str| {
-        if shard.is_some() {
-            p.to_string()
-        } else {
-            format!("{id}/{p}")
-        }
-    };
-    let files: Vec<ManifestFile> = shards
-        .iter()
-        .flat_map(|(id, fs)| {
-            fs.iter().map(move |f| ManifestFile {
-                path: prefix(*id, &f.path),
-                size: f.size,
-                crc32: f.crc32,
-            })
-        })
-        .collect();
-    let manifest = SnapshotManifest {
-        format_version: SNAPSHOT_FORMAT_VERSION,
-        kind: if shard.is_some() { "shard" } else { "collection" }.to_string(),
-        collection: collection.to_string(),
-        shard_id: shard,
-        config: config.clone(),
-        files,
-    };
-    let mut a = Archive::new(now_secs());
-    a.add_bytes(
-        MANIFEST,
-        serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?,
-    )?;
-    a.add_bytes(
-        "config.json",
-        serde_json::to_vec_pretty(config).map_err(io::Error::other)?,
-    )?;
-    for (id, files) in shards {
-        for f in files {
-            a.add_file(prefix(id, &f.path), f.file, f.size)?;
-        }
-    }
-    Ok(a)
-}
-
-/// Builds a full-storage archive from per-collection archives.
-pub fn full_archive(
-    members: Vec<(String, String, Archive)>,
-    aliases: BTreeMap<String, String>,
-) -> Result<Archive, SnapshotError> {
-    let mapping: BTreeMap<&str, &str> = members.iter().map(|(c, m, _)| (c.as_str(), m.as_str())).collect();
-    let config = json!({"collections_mapping": mapping, "collections_aliases": aliases});
-    let mut a = Archive::new(now_secs());
-    a.add_bytes(
-        "config.json",
-        serde_json::to_vec_pretty(&config).map_err(io::Error::other)?,
-    )?;
-    for (_, member, inner) in members {
-        a.add_archive(member, inner)?;
-    }
-    Ok(a)
+    let config = serde_json::to_value(config).map_err(io::Error::other)?;
+    let shards = shards.into_iter().map(|(id, files)| (id, members(files))).collect();
+    Ok(quiver_io::snapshot::collection_archive(
+        collection, &config, shards, shard,
+    )?)
 }
 
 /// Snapshot storage of one server.

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use super::models::UpdateParams;
 use super::response::{self, ApiError, Body};
 use super::{AppState, Request};
-use crate::snapshots::{SnapshotError, collection_archive, full_archive, stamp};
+use crate::snapshots::{SnapshotError, collection_archive, stamp};
+use quiver_io::snapshot::full_archive;
 
 impl From<SnapshotError> for ApiError {
     fn from(e: SnapshotError) -> Self {
@@ -113,7 +114,7 @@ pub async fn create_full(state: &Arc<AppState>, req: &Request) -> Result<Respons
                 archive,
             ));
         }
-        let archive = full_archive(members, engine.aliases())?;
+        let archive = full_archive(members, engine.aliases()).map_err(SnapshotError::from)?;
         let dir = snaps.root().to_path_buf();
         Ok(
             tokio::task::spawn_blocking(move || snaps.create(&dir, "full-snapshot", false, archive))
