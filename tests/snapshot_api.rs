@@ -499,3 +499,48 @@ fn full_snapshot_holds_every_collection_and_the_aliases() {
         "deleting a collection drops its aliases"
     );
 }
+
+#[test]
+fn temp_path_stages_the_archive_and_moves_it_across_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    // tmpfs when available: a different filesystem (rename fails with EXDEV, so the archive is
+    // copied) that also refuses O_DIRECT (so the buffered write path runs).
+    let staging = match tempfile::tempdir_in("/dev/shm") {
+        Ok(d) => d,
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let snaps = dir.path().join("snapshots");
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("QDRANT__STORAGE__TEMP_PATH", staging.path().to_str().unwrap()),
+            ("QDRANT__STORAGE__SNAPSHOTS_PATH", snaps.to_str().unwrap()),
+        ],
+    );
+    s.ok(
+        "PUT",
+        "/collections/t",
+        Some(json!({"vectors": {"size": 8, "distance": "Dot"}})),
+    );
+    let points: Vec<Value> = (0..2000)
+        .map(|i| json!({"id": i, "vector": vec![i as f32; 8]}))
+        .collect();
+    s.ok(
+        "PUT",
+        "/collections/t/points?wait=true",
+        Some(json!({ "points": points })),
+    );
+    let d = s.ok("POST", "/collections/t/snapshots", None);
+    let path = snaps.join("t").join(d["name"].as_str().unwrap());
+    assert_eq!(sha256sum(&path), d["checksum"].as_str().unwrap());
+    assert!(
+        walk(staging.path()).is_empty(),
+        "nothing left in temp_path: {:?}",
+        walk(staging.path())
+    );
+    assert!(walk(&snaps).iter().all(|p| !p.to_string_lossy().ends_with(".tmp")));
+    let unpacked = dir.path().join("unpacked");
+    untar(&path, &unpacked);
+    verify_manifest(&unpacked);
+    assert_eq!(open_unpacked(&unpacked, "t").len(), 2000);
+}

@@ -143,7 +143,8 @@ pub fn write_to_path(archive: Archive, path: &Path, backend: Backend) -> Result<
         o.open(path)
     };
     // O_DIRECT is refused by some filesystems (tmpfs): fall back to buffered writes there.
-    let (file, direct) = match open(true) {
+    let want_direct = !std::env::var("QUIVER_IO_DIRECT").is_ok_and(|v| v == "0");
+    let (file, direct) = match open(want_direct) {
         Ok(f) => (f, true),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let _ = std::fs::remove_file(path);

@@ -172,12 +172,13 @@ fn pump(
             .position(|s| s.window == Some(next_out) && s.pending_reads == 0 && !s.writing)
         {
             let len = slots[si].len;
-            sha.update(&slots[si].buf.as_slice()[..len]);
             match &mut out {
                 Output::File { direct, .. } => {
                     let wlen = if *direct { len.div_ceil(ALIGN) * ALIGN } else { len };
                     slots[si].buf.as_mut_slice()[len..wlen].fill(0);
                     slots[si].writing = true;
+                    // Submit the write first and hash while it is in flight: both only read the
+                    // buffer, and the hash is then off the disk's critical path.
                     ring.push(
                         slots,
                         Op::Write {
@@ -187,8 +188,11 @@ fn pump(
                             len: wlen,
                         },
                     )?;
+                    ring.ring.submit()?;
+                    sha.update(&slots[si].buf.as_slice()[..len]);
                 }
                 Output::Sink(sink) => {
+                    sha.update(&slots[si].buf.as_slice()[..len]);
                     sink.write_chunk(&slots[si].buf.as_slice()[..len])?;
                     slots[si].window = None;
                 }

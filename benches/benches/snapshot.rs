@@ -1,0 +1,230 @@
+//! Snapshot throughput on ≥ 2 GiB of vectors, against `cp -r` and `tar -cf` of the same segment
+//! files measured in the same run, with the pipeline's peak RSS growth.
+//!
+//! `cargo bench -p quiver-benches --bench snapshot` (QUIVER_SNAPSHOT_GIB=0.5 for a smaller set,
+//! QUIVER_SNAPSHOT_QUICK=1 to print only the same-run ratios and skip criterion's sampling).
+//! Every contender ends durable: our archive is fsync'd, `cp` and `tar` are followed by `sync`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use quiver_engine::{
+    Collection, CollectionConfig, Distance, Engine, EngineOptions, PointId, PointStruct, PointVectors,
+};
+use quiver_io::Backend;
+use quiver_io::snapshot::{PinnedMember, collection_archive};
+
+const DIM: usize = 768;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+fn load(dir: &Path, gib: f64) -> (Engine, Arc<Collection>, u64) {
+    let n = (gib * (1u64 << 30) as f64 / (DIM * 4) as f64) as u64;
+    let engine = Engine::open(EngineOptions::new(dir)).unwrap();
+    let mut cfg = CollectionConfig::single(DIM, Distance::Dot);
+    cfg.segment_max_points = 100_000;
+    let c = engine.create_collection("snap", cfg).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for start in (0..n).step_by(2000) {
+        let pts = (start..(start + 2000).min(n))
+            .map(|i| {
+                let v = (0..DIM)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x % 1000) as f32 / 1000.0
+                    })
+                    .collect();
+                PointStruct {
+                    id: PointId::Num(i),
+                    vector: PointVectors::Single(v),
+                    payload: None,
+                }
+            })
+            .collect();
+        pollster::block_on(c.upsert(pts, false)).unwrap();
+    }
+    pollster::block_on(c.flush()).unwrap();
+    (engine, c, n)
+}
+
+fn snapshot_once(c: &Collection, out: &Path, backend: Backend) -> u64 {
+    let pin = pollster::block_on(c.pin()).unwrap();
+    let config = serde_json::to_value(&pin.config).unwrap();
+    let shards = pin
+        .shards
+        .into_iter()
+        .map(|(id, files)| {
+            (
+                id,
+                files
+                    .into_iter()
+                    .map(|f| PinnedMember {
+                        path: f.path,
+                        file: f.file,
+                        size: f.size,
+                        crc32: f.crc32,
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let archive = collection_archive("snap", &config, shards, None).unwrap();
+    let _ = std::fs::remove_file(out);
+    let s = quiver_io::write_to_path(archive, out, backend).unwrap();
+    s.size
+}
+
+fn run(cmd: &mut Command) {
+    let st = cmd.status().expect("spawn");
+    assert!(st.success(), "{cmd:?}");
+    assert!(Command::new("sync").status().expect("sync").success());
+}
+
+fn cp_r(src: &Path, dst: &Path) {
+    let _ = std::fs::remove_dir_all(dst);
+    run(Command::new("cp").arg("-r").arg(src).arg(dst));
+}
+
+fn tar_c(src: &Path, dst: &Path) {
+    let _ = std::fs::remove_file(dst);
+    run(Command::new("tar").arg("-cf").arg(dst).arg("-C").arg(src).arg("."));
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench(c: &mut Criterion) {
+    let gib: f64 = std::env::var("QUIVER_SNAPSHOT_GIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    // On the project's disk (not a tmpfs /tmp), where snapshots really go.
+    let base = std::env::var("QUIVER_BENCH_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data").into());
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let storage = dir.path().join("storage");
+    let t = Instant::now();
+    let (engine, coll, n) = load(&storage, gib);
+    let src: PathBuf = storage.join("collections/snap");
+    let data_bytes: u64 = walk_size(&src);
+    eprintln!(
+        "loaded {n} x {DIM} ({:.2} GiB on disk) in {:.1}s; io_uring available: {}",
+        data_bytes as f64 / (1u64 << 30) as f64,
+        t.elapsed().as_secs_f64(),
+        quiver_io::uring_available()
+    );
+    let out = dir.path().join("out.snapshot");
+    let cp_dst = dir.path().join("cp-copy");
+    let tar_dst = dir.path().join("copy.tar");
+
+    // Peak RSS growth while one snapshot runs (sampled every 2 ms).
+    let before = rss_bytes();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    snapshot_once(&coll, &out, Backend::Auto);
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(before);
+
+    // Ratios from medians of three runs each, measured here, in this run.
+    let time = |f: &mut dyn FnMut()| {
+        median(
+            (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let ours = time(&mut || {
+        snapshot_once(&coll, &out, Backend::Auto);
+    });
+    let ours_sys = time(&mut || {
+        snapshot_once(&coll, &out, Backend::Syscalls);
+    });
+    let cp = time(&mut || cp_r(&src, &cp_dst));
+    let tar = time(&mut || tar_c(&src, &tar_dst));
+    let gibs = |d: Duration| data_bytes as f64 / (1u64 << 30) as f64 / d.as_secs_f64();
+    eprintln!(
+        "snapshot (io_uring) {:.2}s = {:.2} GiB/s | snapshot (syscalls) {:.2}s = {:.2} GiB/s | cp -r {:.2}s = {:.2} GiB/s | tar -cf {:.2}s = {:.2} GiB/s",
+        ours.as_secs_f64(),
+        gibs(ours),
+        ours_sys.as_secs_f64(),
+        gibs(ours_sys),
+        cp.as_secs_f64(),
+        gibs(cp),
+        tar.as_secs_f64(),
+        gibs(tar)
+    );
+    eprintln!(
+        "RATIO snapshot/cp = {:.2}  snapshot/tar = {:.2}  syscalls/io_uring = {:.2}  peak RSS growth during a snapshot = {:.1} MiB (pipeline buffers: {} MiB)",
+        ours.as_secs_f64() / cp.as_secs_f64(),
+        ours.as_secs_f64() / tar.as_secs_f64(),
+        ours_sys.as_secs_f64() / ours.as_secs_f64(),
+        growth as f64 / (1u64 << 20) as f64,
+        (quiver_io::WINDOW * quiver_io::WINDOWS) >> 20
+    );
+
+    if std::env::var("QUIVER_SNAPSHOT_QUICK").is_ok() {
+        // Tuning runs: the ratios above are all that is wanted.
+        engine.shutdown();
+        return;
+    }
+    let mut g = c.benchmark_group(format!("snapshot/{:.1}GiB", data_bytes as f64 / (1u64 << 30) as f64));
+    g.sample_size(10);
+    g.throughput(criterion::Throughput::Bytes(data_bytes));
+    g.bench_function("quiver_io_uring", |b| {
+        b.iter(|| snapshot_once(&coll, &out, Backend::Auto))
+    });
+    g.bench_function("quiver_syscalls", |b| {
+        b.iter(|| snapshot_once(&coll, &out, Backend::Syscalls))
+    });
+    g.bench_function("cp_r_then_sync", |b| b.iter(|| cp_r(&src, &cp_dst)));
+    g.bench_function("tar_cf_then_sync", |b| b.iter(|| tar_c(&src, &tar_dst)));
+    g.finish();
+    engine.shutdown();
+}
+
+fn walk_size(p: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() { walk_size(&e.path()) } else { m.len() };
+    }
+    total
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);
