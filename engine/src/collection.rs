@@ -4,6 +4,7 @@
 //! top-k lists are merged.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -596,6 +597,49 @@ impl Collection {
             let _barrier = self.dispatch.write().unwrap_or_else(|p| p.into_inner());
             self.rt
                 .call(self.worker_of(shard), move |w| w.shard(key).and_then(|s| s.pin()))?
+        };
+        rx.await.map_err(recv_err)?
+    }
+
+    /// Replaces shard `shard` with the shard directory `staged`: the staged shard is opened
+    /// (checked) first, then, on the shard's worker, the live shard is closed, the directories are
+    /// swapped by renames and the new shard is opened. On error the old shard is put back.
+    pub async fn replace_shard(&self, shard: u32, staged: PathBuf) -> Result<()> {
+        let cfg = self.config();
+        if shard >= cfg.shard_number {
+            return Err(EngineError::ShardNotFound(shard));
+        }
+        let key = self.key(shard);
+        let dir = self.dir.join(shard.to_string());
+        let rx = {
+            let _barrier = self.dispatch.write().unwrap_or_else(|p| p.into_inner());
+            self.rt.call(self.worker_of(shard), move |w| -> Result<()> {
+                drop(Shard::open(&staged, cfg.clone())?);
+                let grave = dir.with_file_name(format!(".{shard}.replaced"));
+                let old = w.remove(key);
+                if let Some(mut old) = old {
+                    old.sync()?;
+                }
+                fsutil::remove_any(&grave)?;
+                fs::rename(&dir, &grave)?;
+                let opened = fs::rename(&staged, &dir).map_err(EngineError::from).and_then(|_| Shard::open(&dir, cfg.clone()));
+                match opened {
+                    Ok(s) => {
+                        w.insert(key, s);
+                        fsutil::fsync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+                        fsutil::remove_any(&grave)?;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if dir.exists() {
+                            let _ = fs::rename(&dir, &staged);
+                        }
+                        fs::rename(&grave, &dir)?;
+                        w.insert(key, Shard::open(&dir, cfg)?);
+                        Err(e)
+                    }
+                }
+            })?
         };
         rx.await.map_err(recv_err)?
     }

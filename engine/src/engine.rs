@@ -211,6 +211,79 @@ impl Engine {
         }
     }
 
+    /// A fresh staging directory for a collection being recovered, on the same filesystem as the
+    /// collections (so installing it is a rename) and removed at start-up if left behind.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join(format!(".tmp-recover-{}-{}", std::process::id(), self.next_uid.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Replaces (or creates) collection `name` with the collection directory `staged` (from
+    /// [`Engine::staging_dir`]). The staged data is opened and checked first, under a private
+    /// identity, while the live collection keeps answering; only then is the live collection
+    /// closed and the directories swapped by renames, the old data being removed after the swap.
+    /// On error the live collection is as it was; `staged` is left for the caller to remove.
+    pub fn install_collection(&self, name: &str, staged: &Path) -> Result<Arc<Collection>> {
+        validate_collection_name(name)?;
+        let cfg_path = staged.join(CONFIG_FILE);
+        let cfg: CollectionConfig = serde_json::from_slice(&fs::read(&cfg_path)?)
+            .map_err(|e| EngineError::Corrupted(format!("{}: {e}", cfg_path.display())))?;
+        cfg.validate()?;
+        if cfg.shard_number == 0 {
+            return Err(EngineError::Corrupted("config.json: shard_number is 0".into()));
+        }
+        let trial = Collection::open(name, self.next_uid.fetch_add(1, Ordering::Relaxed), staged, cfg.clone(), self.rt.clone())?;
+        trial.close_blocking();
+        drop(trial);
+
+        let _ddl = self.ddl.lock().unwrap_or_else(|p| p.into_inner());
+        if self.aliases.read().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
+            return Err(EngineError::bad(format!("`{name}` is an alias; recover into the collection it points at")));
+        }
+        let dir = self.root.join(name);
+        let grave = self.root.join(format!(".deleted-{}-{}", std::process::id(), self.next_uid.fetch_add(1, Ordering::Relaxed)));
+        let old = self.map_write().remove(name);
+        if let Some(old) = &old {
+            old.close_blocking();
+        }
+        let had_dir = dir.exists();
+        let swapped = (|| -> Result<Arc<Collection>> {
+            if had_dir {
+                fs::rename(&dir, &grave)?;
+            }
+            fs::rename(staged, &dir)?;
+            fsutil::fsync_dir(&self.root)?;
+            let uid = self.next_uid.fetch_add(1, Ordering::Relaxed);
+            Ok(Arc::new(Collection::open(name, uid, &dir, cfg, self.rt.clone())?))
+        })();
+        match swapped {
+            Ok(c) => {
+                self.map_write().insert(name.to_string(), c.clone());
+                if had_dir {
+                    fsutil::remove_any(&grave)?;
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                // Put the previous data back where it was and serve it again.
+                if dir.exists() && !staged.exists() {
+                    let _ = fs::rename(&dir, staged);
+                }
+                if had_dir && grave.exists() {
+                    let _ = fs::rename(&grave, &dir);
+                }
+                let _ = fsutil::fsync_dir(&self.root);
+                if old.is_some() {
+                    let uid = self.next_uid.fetch_add(1, Ordering::Relaxed);
+                    let cfg: CollectionConfig = serde_json::from_slice(&fs::read(dir.join(CONFIG_FILE))?)
+                        .map_err(|e| EngineError::Corrupted(format!("{}: {e}", dir.join(CONFIG_FILE).display())))?;
+                    let back = Collection::open(name, uid, &dir, cfg, self.rt.clone())?;
+                    self.map_write().insert(name.to_string(), Arc::new(back));
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Deletes a collection and its files. Returns false when it did not exist.
     pub fn delete_collection(&self, name: &str) -> Result<bool> {
         let _ddl = self.ddl.lock().unwrap_or_else(|p| p.into_inner());

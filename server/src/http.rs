@@ -101,6 +101,13 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> 
     let result = async {
         let segments = segments(&path)?;
         check_auth(&state, &req, &segments)?;
+        if api::recovery::is_upload(req.method(), &segments) {
+            // Snapshot uploads may be many GiB: streamed to disk, never held in memory.
+            let (parts, body) = req.into_parts();
+            let (c, s) = api::recovery::upload_target(&segments);
+            let query = parts.uri.query().unwrap_or("");
+            return api::recovery::upload(&state, &parts.headers, query, body, c, s, started).await;
+        }
         let limit = state.settings.service.max_request_size_mb.saturating_mul(1024 * 1024);
         let too_large = || {
             ApiError::new(

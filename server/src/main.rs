@@ -4,6 +4,7 @@
 
 mod api;
 mod http;
+mod recovery;
 mod settings;
 mod snapshots;
 
@@ -26,6 +27,16 @@ struct Args {
     /// YAML configuration file (default: config/config.yaml when present).
     #[arg(long)]
     config_path: Option<PathBuf>,
+    /// Restore a collection snapshot before serving: `<path>:<collection>` (repeatable; the same
+    /// file may feed several collections).
+    #[arg(long = "snapshot", value_name = "PATH:COLLECTION")]
+    snapshots: Vec<String>,
+    /// Overwrite collections that already exist when restoring snapshots at start-up.
+    #[arg(long)]
+    force_snapshot: bool,
+    /// Restore a full-storage snapshot (collections and aliases) before serving.
+    #[arg(long, value_name = "PATH")]
+    storage_snapshot: Option<PathBuf>,
 }
 
 fn main() {
@@ -40,14 +51,14 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(settings.log_level.to_lowercase()));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    if let Err(e) = run(settings) {
+    if let Err(e) = run(settings, &args) {
         tracing::error!("{e}");
         eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
 
-fn run(settings: Settings) -> Result<(), String> {
+fn run(settings: Settings, args: &Args) -> Result<(), String> {
     let engine = Engine::open(EngineOptions {
         storage_path: settings.storage.storage_path.clone(),
         workers: settings.storage.workers,
@@ -59,6 +70,26 @@ fn run(settings: Settings) -> Result<(), String> {
             settings.storage.storage_path.display()
         )
     })?;
+    let limit = settings.storage.recovery_max_unpacked_mb.saturating_mul(1 << 20);
+    let restored = (|| -> Result<(), String> {
+        if let Some(path) = &args.storage_snapshot {
+            let names = recovery::recover_storage_at_startup(&engine, path, args.force_snapshot, limit)?;
+            tracing::info!(snapshot = %path.display(), collections = ?names, "storage snapshot restored");
+        }
+        for spec in &args.snapshots {
+            let (path, name) = spec
+                .rsplit_once(':')
+                .filter(|(p, n)| !p.is_empty() && !n.is_empty())
+                .ok_or_else(|| format!("--snapshot expects <path>:<collection>, got `{spec}`"))?;
+            recovery::recover_at_startup(&engine, std::path::Path::new(path), name, args.force_snapshot, limit)?;
+            tracing::info!(snapshot = path, collection = name, "collection snapshot restored");
+        }
+        Ok(())
+    })();
+    if let Err(e) = restored {
+        engine.shutdown();
+        return Err(e);
+    }
     let engine = Arc::new(engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

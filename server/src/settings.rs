@@ -48,6 +48,8 @@ pub struct StorageSettings {
     pub workers: usize,
     /// Seal size of appendable segments for new collections.
     pub segment_max_points: usize,
+    /// Largest total size a recovered snapshot may unpack to, in MiB.
+    pub recovery_max_unpacked_mb: u64,
     /// Snapshot storage.
     pub snapshots_config: SnapshotsConfig,
 }
