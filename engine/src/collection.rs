@@ -622,7 +622,9 @@ impl Collection {
                 }
                 fsutil::remove_any(&grave)?;
                 fs::rename(&dir, &grave)?;
-                let opened = fs::rename(&staged, &dir).map_err(EngineError::from).and_then(|_| Shard::open(&dir, cfg.clone()));
+                let opened = fs::rename(&staged, &dir)
+                    .map_err(EngineError::from)
+                    .and_then(|_| Shard::open(&dir, cfg.clone()));
                 match opened {
                     Ok(s) => {
                         w.insert(key, s);

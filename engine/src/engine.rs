@@ -214,7 +214,11 @@ impl Engine {
     /// A fresh staging directory for a collection being recovered, on the same filesystem as the
     /// collections (so installing it is a rename) and removed at start-up if left behind.
     pub fn staging_dir(&self) -> PathBuf {
-        self.root.join(format!(".tmp-recover-{}-{}", std::process::id(), self.next_uid.fetch_add(1, Ordering::Relaxed)))
+        self.root.join(format!(
+            ".tmp-recover-{}-{}",
+            std::process::id(),
+            self.next_uid.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     /// Replaces (or creates) collection `name` with the collection directory `staged` (from
@@ -231,16 +235,33 @@ impl Engine {
         if cfg.shard_number == 0 {
             return Err(EngineError::Corrupted("config.json: shard_number is 0".into()));
         }
-        let trial = Collection::open(name, self.next_uid.fetch_add(1, Ordering::Relaxed), staged, cfg.clone(), self.rt.clone())?;
+        let trial = Collection::open(
+            name,
+            self.next_uid.fetch_add(1, Ordering::Relaxed),
+            staged,
+            cfg.clone(),
+            self.rt.clone(),
+        )?;
         trial.close_blocking();
         drop(trial);
 
         let _ddl = self.ddl.lock().unwrap_or_else(|p| p.into_inner());
-        if self.aliases.read().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
-            return Err(EngineError::bad(format!("`{name}` is an alias; recover into the collection it points at")));
+        if self
+            .aliases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+        {
+            return Err(EngineError::bad(format!(
+                "`{name}` is an alias; recover into the collection it points at"
+            )));
         }
         let dir = self.root.join(name);
-        let grave = self.root.join(format!(".deleted-{}-{}", std::process::id(), self.next_uid.fetch_add(1, Ordering::Relaxed)));
+        let grave = self.root.join(format!(
+            ".deleted-{}-{}",
+            std::process::id(),
+            self.next_uid.fetch_add(1, Ordering::Relaxed)
+        ));
         let old = self.map_write().remove(name);
         if let Some(old) = &old {
             old.close_blocking();

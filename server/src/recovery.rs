@@ -48,11 +48,19 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`, failing once more than `limit` bytes were read.
     pub fn new(inner: R, limit: u64) -> Self {
-        HashingReader { inner, sha: Sha256::new(), read: 0, limit }
+        HashingReader {
+            inner,
+            sha: Sha256::new(),
+            read: 0,
+            limit,
+        }
     }
     /// Hex SHA-256 of everything read.
     pub fn finish(self) -> (String, u64) {
-        (self.sha.finalize().iter().map(|b| format!("{b:02x}")).collect(), self.read)
+        (
+            self.sha.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            self.read,
+        )
     }
 }
 
@@ -62,7 +70,10 @@ impl<R: Read> Read for HashingReader<R> {
         self.sha.update(&buf[..n]);
         self.read += n as u64;
         if self.read > self.limit {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("snapshot larger than the limit of {} bytes", self.limit)));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("snapshot larger than the limit of {} bytes", self.limit),
+            ));
         }
         Ok(n)
     }
@@ -82,8 +93,17 @@ fn safe_path(p: &Path) -> Result<String, RecoveryError> {
     let mut parts = Vec::new();
     for c in p.components() {
         match c {
-            Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| invalid("member path is not UTF-8"))?.to_string()),
-            _ => return Err(invalid(format!("member path `{}` is absolute or leaves the archive", p.display()))),
+            Component::Normal(s) => parts.push(
+                s.to_str()
+                    .ok_or_else(|| invalid("member path is not UTF-8"))?
+                    .to_string(),
+            ),
+            _ => {
+                return Err(invalid(format!(
+                    "member path `{}` is absolute or leaves the archive",
+                    p.display()
+                )));
+            }
         }
     }
     if parts.is_empty() {
@@ -95,44 +115,75 @@ fn safe_path(p: &Path) -> Result<String, RecoveryError> {
 /// Unpacks a collection or shard snapshot from `reader` into `dest` (created; must not exist),
 /// checking everything listed in the module docs. Returns the manifest. The caller hashes the
 /// input (see [`HashingReader`]) and must drain it.
-pub fn unpack<R: Read>(reader: R, dest: &Path, expect: Expect, max_unpacked: u64) -> Result<SnapshotManifest, RecoveryError> {
+pub fn unpack<R: Read>(
+    reader: R,
+    dest: &Path,
+    expect: Expect,
+    max_unpacked: u64,
+) -> Result<SnapshotManifest, RecoveryError> {
     fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(reader);
-    let mut entries = archive.entries().map_err(|e| invalid(format!("not a tar archive: {e}")))?;
+    let mut entries = archive
+        .entries()
+        .map_err(|e| invalid(format!("not a tar archive: {e}")))?;
     let bad_tar = |e: io::Error| -> RecoveryError {
         if e.kind() == io::ErrorKind::FileTooLarge {
             return RecoveryError::Invalid(e.to_string());
         }
         // tar's messages may quote raw header bytes: keep them printable and short.
-        let msg: String = e.to_string().chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(160).collect();
+        let msg: String = e
+            .to_string()
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(160)
+            .collect();
         invalid(format!("truncated or corrupted archive: {msg}"))
     };
 
     // The manifest comes first and says what every other member must be.
-    let mut first = entries.next().ok_or_else(|| invalid("empty archive"))?.map_err(bad_tar)?;
+    let mut first = entries
+        .next()
+        .ok_or_else(|| invalid("empty archive"))?
+        .map_err(bad_tar)?;
     let first_path = safe_path(&first.path().map_err(bad_tar)?)?;
     if first_path == "config.json" {
-        return Err(invalid("this is a full-storage snapshot, not a collection or shard snapshot"));
+        return Err(invalid(
+            "this is a full-storage snapshot, not a collection or shard snapshot",
+        ));
     }
     if first_path != MANIFEST || first.header().entry_type() != tar::EntryType::Regular || first.size() > 64 << 20 {
         return Err(invalid("the first member must be manifest.json"));
     }
     let mut raw = Vec::new();
     first.read_to_end(&mut raw).map_err(bad_tar)?;
-    let manifest: SnapshotManifest = serde_json::from_slice(&raw).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    let manifest: SnapshotManifest =
+        serde_json::from_slice(&raw).map_err(|e| invalid(format!("manifest.json: {e}")))?;
     if manifest.format_version != SNAPSHOT_FORMAT_VERSION {
-        return Err(invalid(format!("snapshot format version {} is not supported (this server reads {SNAPSHOT_FORMAT_VERSION})", manifest.format_version)));
+        return Err(invalid(format!(
+            "snapshot format version {} is not supported (this server reads {SNAPSHOT_FORMAT_VERSION})",
+            manifest.format_version
+        )));
     }
     match (expect, manifest.kind.as_str()) {
         (Expect::Collection, "collection") | (Expect::Shard, "shard") => {}
-        (Expect::Collection, "shard") => return Err(invalid("this is a shard snapshot; recover it through the shard snapshot API")),
+        (Expect::Collection, "shard") => {
+            return Err(invalid(
+                "this is a shard snapshot; recover it through the shard snapshot API",
+            ));
+        }
         (Expect::Shard, "collection") => return Err(invalid("this is a collection snapshot, not a shard snapshot")),
         (_, other) => return Err(invalid(format!("unknown snapshot kind `{other}`"))),
     }
-    let mut expected: BTreeMap<String, (u64, u32)> = manifest.files.iter().map(|f| (f.path.clone(), (f.size, f.crc32))).collect();
+    let mut expected: BTreeMap<String, (u64, u32)> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), (f.size, f.crc32)))
+        .collect();
     let listed: u64 = manifest.files.iter().map(|f| f.size).sum();
     if listed > max_unpacked {
-        return Err(invalid(format!("snapshot would unpack to {listed} bytes, more than the limit of {max_unpacked}")));
+        return Err(invalid(format!(
+            "snapshot would unpack to {listed} bytes, more than the limit of {max_unpacked}"
+        )));
     }
     let mut seen = HashSet::new();
     let mut have_config = false;
@@ -142,7 +193,9 @@ pub fn unpack<R: Read>(reader: R, dest: &Path, expect: Expect, max_unpacked: u64
         let path = safe_path(&entry.path().map_err(bad_tar)?)?;
         let kind = entry.header().entry_type();
         if kind != tar::EntryType::Regular {
-            return Err(invalid(format!("member `{path}` is a {kind:?}: only regular files are accepted (no links, devices or directories)")));
+            return Err(invalid(format!(
+                "member `{path}` is a {kind:?}: only regular files are accepted (no links, devices or directories)"
+            )));
         }
         if !seen.insert(path.clone()) {
             return Err(invalid(format!("member `{path}` appears twice")));
@@ -152,9 +205,13 @@ pub fn unpack<R: Read>(reader: R, dest: &Path, expect: Expect, max_unpacked: u64
             have_config = true;
             None
         } else {
-            let (want_size, crc) = expected.remove(&path).ok_or_else(|| invalid(format!("member `{path}` is not listed in the manifest")))?;
+            let (want_size, crc) = expected
+                .remove(&path)
+                .ok_or_else(|| invalid(format!("member `{path}` is not listed in the manifest")))?;
             if size != want_size {
-                return Err(invalid(format!("member `{path}` has {size} bytes, the manifest says {want_size}")));
+                return Err(invalid(format!(
+                    "member `{path}` has {size} bytes, the manifest says {want_size}"
+                )));
             }
             Some(crc)
         };
@@ -179,7 +236,9 @@ pub fn unpack<R: Read>(reader: R, dest: &Path, expect: Expect, max_unpacked: u64
         if let Some(want) = crc_expected {
             let got = crc.finalize();
             if got != want {
-                return Err(invalid(format!("member `{path}` fails its CRC32 check (corrupted archive)")));
+                return Err(invalid(format!(
+                    "member `{path}` fails its CRC32 check (corrupted archive)"
+                )));
             }
         }
     }
@@ -187,7 +246,9 @@ pub fn unpack<R: Read>(reader: R, dest: &Path, expect: Expect, max_unpacked: u64
         return Err(invalid("config.json is missing"));
     }
     if let Some(missing) = expected.keys().next() {
-        return Err(invalid(format!("member `{missing}` listed in the manifest is missing (truncated archive?)")));
+        return Err(invalid(format!(
+            "member `{missing}` listed in the manifest is missing (truncated archive?)"
+        )));
     }
     sync_tree(dest)?;
     Ok(manifest)
@@ -206,7 +267,12 @@ fn sync_tree(dir: &Path) -> io::Result<()> {
 
 /// Reads a whole source through the hasher: unpacks it, then drains what follows the archive's
 /// end so that the SHA-256 covers every byte. Returns the manifest and the hex digest.
-pub fn unpack_hashed<R: Read>(source: R, dest: &Path, expect: Expect, max_unpacked: u64) -> Result<(SnapshotManifest, String), RecoveryError> {
+pub fn unpack_hashed<R: Read>(
+    source: R,
+    dest: &Path,
+    expect: Expect,
+    max_unpacked: u64,
+) -> Result<(SnapshotManifest, String), RecoveryError> {
     let mut hashing = HashingReader::new(source, max_unpacked.saturating_mul(2).max(1 << 30));
     let manifest = unpack(&mut hashing, dest, expect, max_unpacked)?;
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| invalid(format!("reading the archive tail: {e}")))?;
@@ -220,8 +286,12 @@ pub fn parse_checksum(c: &str) -> Option<String> {
 
 /// Resolves a `file://` location, which must lie inside `snapshots_root` (as Qdrant requires).
 pub fn local_path(location: &str, snapshots_root: &Path) -> Result<PathBuf, RecoveryError> {
-    let raw = location.strip_prefix("file://").ok_or_else(|| invalid("not a file:// location"))?;
-    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| invalid("location is not UTF-8"))?;
+    let raw = location
+        .strip_prefix("file://")
+        .ok_or_else(|| invalid("not a file:// location"))?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| invalid("location is not UTF-8"))?;
     let path = Path::new(decoded.as_ref());
     let canonical = path.canonicalize().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => invalid(format!("snapshot file {} does not exist", path.display())),
@@ -244,7 +314,9 @@ pub fn local_path(location: &str, snapshots_root: &Path) -> Result<PathBuf, Reco
 /// Downloads an `http://` URL into `dest`, hashing as the bytes arrive; bounded in size and time.
 pub fn download(url: &str, dest: &Path, max_bytes: u64) -> Result<String, RecoveryError> {
     if url.starts_with("https://") {
-        return Err(invalid("https:// locations are not supported by this server yet; use http:// or file://"));
+        return Err(invalid(
+            "https:// locations are not supported by this server yet; use http:// or file://",
+        ));
     }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(10)))
@@ -253,11 +325,18 @@ pub fn download(url: &str, dest: &Path, max_bytes: u64) -> Result<String, Recove
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let mut resp = agent.get(url).call().map_err(|e| invalid(format!("cannot download {url}: {e}")))?;
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| invalid(format!("cannot download {url}: {e}")))?;
     if !resp.status().is_success() {
         return Err(invalid(format!("downloading {url} answered HTTP {}", resp.status())));
     }
-    let body = resp.body_mut().with_config().limit(max_bytes.saturating_add(1)).reader();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(max_bytes.saturating_add(1))
+        .reader();
     let mut hashing = HashingReader::new(body, max_bytes);
     let mut out = fs::File::create(dest)?;
     io::copy(&mut hashing, &mut out).map_err(|e| match e.kind() {
@@ -270,15 +349,29 @@ pub fn download(url: &str, dest: &Path, max_bytes: u64) -> Result<String, Recove
 
 /// Restores `path` (a collection snapshot) as collection `name` at start-up. Without `force`,
 /// an existing collection is an error.
-pub fn recover_at_startup(engine: &quiver_engine::Engine, path: &Path, name: &str, force: bool, max_unpacked: u64) -> Result<(), String> {
+pub fn recover_at_startup(
+    engine: &quiver_engine::Engine,
+    path: &Path,
+    name: &str,
+    force: bool,
+    max_unpacked: u64,
+) -> Result<(), String> {
     if engine.collection(name).is_ok() && !force {
-        return Err(format!("collection `{name}` already exists; pass --force-snapshot to overwrite it with {}", path.display()));
+        return Err(format!(
+            "collection `{name}` already exists; pass --force-snapshot to overwrite it with {}",
+            path.display()
+        ));
     }
     let file = fs::File::open(path).map_err(|e| format!("cannot open snapshot {}: {e}", path.display()))?;
     let staging = engine.staging_dir();
     let result = unpack_hashed(file, &staging, Expect::Collection, max_unpacked)
         .map_err(|e| format!("snapshot {}: {e}", path.display()))
-        .and_then(|_| engine.install_collection(name, &staging).map(|_| ()).map_err(|e| format!("snapshot {}: {e}", path.display())));
+        .and_then(|_| {
+            engine
+                .install_collection(name, &staging)
+                .map(|_| ())
+                .map_err(|e| format!("snapshot {}: {e}", path.display()))
+        });
     let _ = fs::remove_dir_all(&staging);
     result
 }
@@ -291,15 +384,25 @@ struct FullConfig {
 }
 
 /// Restores a full-storage snapshot at start-up: every collection it holds, then its aliases.
-pub fn recover_storage_at_startup(engine: &quiver_engine::Engine, path: &Path, force: bool, max_unpacked: u64) -> Result<Vec<String>, String> {
+pub fn recover_storage_at_startup(
+    engine: &quiver_engine::Engine,
+    path: &Path,
+    force: bool,
+    max_unpacked: u64,
+) -> Result<Vec<String>, String> {
     let ctx = |e: &dyn std::fmt::Display| format!("storage snapshot {}: {e}", path.display());
     let file = fs::File::open(path).map_err(|e| ctx(&e))?;
     let mut archive = tar::Archive::new(file);
     let mut entries = archive.entries().map_err(|e| ctx(&e))?;
-    let mut first = entries.next().ok_or_else(|| ctx(&"empty archive"))?.map_err(|e| ctx(&e))?;
+    let mut first = entries
+        .next()
+        .ok_or_else(|| ctx(&"empty archive"))?
+        .map_err(|e| ctx(&e))?;
     let first_path = safe_path(&first.path().map_err(|e| ctx(&e))?).map_err(|e| ctx(&e))?;
     if first_path == MANIFEST {
-        return Err(ctx(&"this is a collection snapshot, not a full-storage snapshot (use --snapshot path:collection)"));
+        return Err(ctx(
+            &"this is a collection snapshot, not a full-storage snapshot (use --snapshot path:collection)",
+        ));
     }
     if first_path != "config.json" || first.size() > 64 << 20 {
         return Err(ctx(&"a full-storage snapshot starts with config.json"));
@@ -307,11 +410,15 @@ pub fn recover_storage_at_startup(engine: &quiver_engine::Engine, path: &Path, f
     let mut raw = Vec::new();
     first.read_to_end(&mut raw).map_err(|e| ctx(&e))?;
     let config: FullConfig = serde_json::from_slice(&raw).map_err(|e| ctx(&format!("config.json: {e}")))?;
-    let by_member: BTreeMap<&str, &str> = config.collections_mapping.iter().map(|(c, m)| (m.as_str(), c.as_str())).collect();
-    if !force
-        && let Some(existing) = config.collections_mapping.keys().find(|c| engine.collection(c).is_ok())
-    {
-        return Err(ctx(&format!("collection `{existing}` already exists; pass --force-snapshot to overwrite it")));
+    let by_member: BTreeMap<&str, &str> = config
+        .collections_mapping
+        .iter()
+        .map(|(c, m)| (m.as_str(), c.as_str()))
+        .collect();
+    if !force && let Some(existing) = config.collections_mapping.keys().find(|c| engine.collection(c).is_ok()) {
+        return Err(ctx(&format!(
+            "collection `{existing}` already exists; pass --force-snapshot to overwrite it"
+        )));
     }
     let mut restored = Vec::new();
     for entry in entries {
@@ -320,23 +427,34 @@ pub fn recover_storage_at_startup(engine: &quiver_engine::Engine, path: &Path, f
         if entry.header().entry_type() != tar::EntryType::Regular {
             return Err(ctx(&format!("member `{member}` is not a regular file")));
         }
-        let name = *by_member.get(member.as_str()).ok_or_else(|| ctx(&format!("member `{member}` is not in collections_mapping")))?;
+        let name = *by_member
+            .get(member.as_str())
+            .ok_or_else(|| ctx(&format!("member `{member}` is not in collections_mapping")))?;
         let staging = engine.staging_dir();
         let result = unpack(entry, &staging, Expect::Collection, max_unpacked)
             .map_err(|e| ctx(&format!("{member}: {e}")))
-            .and_then(|_| engine.install_collection(name, &staging).map(|_| ()).map_err(|e| ctx(&format!("{member}: {e}"))));
+            .and_then(|_| {
+                engine
+                    .install_collection(name, &staging)
+                    .map(|_| ())
+                    .map_err(|e| ctx(&format!("{member}: {e}")))
+            });
         let _ = fs::remove_dir_all(&staging);
         result?;
         restored.push(name.to_string());
     }
     if let Some(missing) = config.collections_mapping.keys().find(|c| !restored.contains(c)) {
-        return Err(ctx(&format!("collection `{missing}` is listed but its snapshot is missing")));
+        return Err(ctx(&format!(
+            "collection `{missing}` is listed but its snapshot is missing"
+        )));
     }
     let actions: Vec<quiver_engine::AliasAction> = config
         .collections_aliases
         .into_iter()
         .map(|(alias, collection)| quiver_engine::AliasAction::Create { collection, alias })
         .collect();
-    engine.update_aliases(&actions).map_err(|e| ctx(&format!("aliases: {e}")))?;
+    engine
+        .update_aliases(&actions)
+        .map_err(|e| ctx(&format!("aliases: {e}")))?;
     Ok(restored)
 }

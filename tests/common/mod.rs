@@ -55,10 +55,10 @@ impl Server {
     /// Sends raw bytes; returns the status and the body parsed as JSON (Null when not JSON).
     pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> (u16, Value) {
         let uri = format!("{}{}", self.base, path);
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(&uri)
-            .header("content-type", "application/json");
+        let mut req = ureq::http::Request::builder().method(method).uri(&uri);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            req = req.header("content-type", "application/json");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -152,7 +152,9 @@ pub async fn route(state: &Arc<AppState>, req: Request) -> Result<Response<Body>
         (&Method::GET, ["snapshots", name]) => snapshots::download(state, &req, Scope::Full, name).await,
         (&Method::DELETE, ["snapshots", name]) => snapshots::delete(state, &req, Scope::Full, name),
         (&Method::PUT, ["collections", c, "snapshots", "recover"]) => recovery::recover(state, &req, c, None).await,
-        (&Method::PUT, ["collections", c, "shards", s, "snapshots", "recover"]) => recovery::recover(state, &req, c, Some(s)).await,
+        (&Method::PUT, ["collections", c, "shards", s, "snapshots", "recover"]) => {
+            recovery::recover(state, &req, c, Some(s)).await
+        }
         (&Method::POST, ["collections", c, "snapshots"]) => snapshots::create_collection(state, &req, c).await,
         (&Method::GET, ["collections", c, "snapshots"]) => snapshots::list(state, &req, Scope::Collection(c)),
         (&Method::GET, ["collections", c, "snapshots", name]) => {

@@ -66,13 +66,18 @@ struct UploadParams {
 fn check_priority(p: Option<&str>) -> Result<(), ApiError> {
     match p {
         None | Some("replica" | "snapshot" | "no_sync") => Ok(()),
-        Some(other) => Err(ApiError::bad(format!("priority: unknown value `{other}`, expected one of `replica`, `snapshot`, `no_sync`"))),
+        Some(other) => Err(ApiError::bad(format!(
+            "priority: unknown value `{other}`, expected one of `replica`, `snapshot`, `no_sync`"
+        ))),
     }
 }
 
 fn check_checksum(c: Option<&str>) -> Result<Option<String>, ApiError> {
-    c.map(|c| recovery::parse_checksum(c).ok_or_else(|| ApiError::bad("checksum must be 64 hexadecimal characters (a SHA-256)")))
-        .transpose()
+    c.map(|c| {
+        recovery::parse_checksum(c)
+            .ok_or_else(|| ApiError::bad("checksum must be 64 hexadecimal characters (a SHA-256)"))
+    })
+    .transpose()
 }
 
 /// Where recovered data goes.
@@ -111,19 +116,33 @@ fn temp_file(state: &AppState, what: &str) -> Result<PathBuf, ApiError> {
 
 /// Unpacks and checks a source into `staging` (blocking); the temporary source is removed.
 /// Returns the snapshot's manifest.
-fn prepare(state: &AppState, expect: Expect, source: Source, checksum: Option<String>, staging: &std::path::Path) -> Result<quiver_io::snapshot::SnapshotManifest, ApiError> {
+fn prepare(
+    state: &AppState,
+    expect: Expect,
+    source: Source,
+    checksum: Option<String>,
+    staging: &std::path::Path,
+) -> Result<quiver_io::snapshot::SnapshotManifest, ApiError> {
     let result = (|| -> Result<_, ApiError> {
         if let (Some(want), Some(have)) = (&checksum, &source.sha256)
             && want != have
         {
-            return Err(RecoveryError::Checksum { expected: want.clone(), actual: have.clone() }.into());
+            return Err(RecoveryError::Checksum {
+                expected: want.clone(),
+                actual: have.clone(),
+            }
+            .into());
         }
         let file = std::fs::File::open(&source.path).map_err(|e| ApiError::internal(e.to_string()))?;
         let (manifest, sha) = recovery::unpack_hashed(file, staging, expect, max_unpacked(state))?;
         if let Some(want) = &checksum
             && *want != sha
         {
-            return Err(RecoveryError::Checksum { expected: want.clone(), actual: sha }.into());
+            return Err(RecoveryError::Checksum {
+                expected: want.clone(),
+                actual: sha,
+            }
+            .into());
         }
         Ok(manifest)
     })();
@@ -134,7 +153,12 @@ fn prepare(state: &AppState, expect: Expect, source: Source, checksum: Option<St
 }
 
 /// Unpacks, checks and installs. Staging and temporary files are removed whatever happens.
-async fn run_recovery(state: Arc<AppState>, target: Target, source: Source, checksum: Option<String>) -> Result<(), ApiError> {
+async fn run_recovery(
+    state: Arc<AppState>,
+    target: Target,
+    source: Source,
+    checksum: Option<String>,
+) -> Result<(), ApiError> {
     let staging = state.engine.staging_dir();
     let (st, stg, expect) = (state.clone(), staging.clone(), target.expect());
     let prepared = tokio::task::spawn_blocking(move || prepare(&st, expect, source, checksum, &stg))
@@ -158,8 +182,13 @@ async fn run_recovery(state: Arc<AppState>, target: Target, source: Source, chec
                     let cfg = c.config();
                     match serde_json::from_value::<quiver_engine::CollectionConfig>(manifest.config) {
                         Err(e) => Err(ApiError::bad(format!("invalid snapshot: config: {e}"))),
-                        Ok(theirs) if theirs.vectors != cfg.vectors || theirs.sparse_vectors.keys().ne(cfg.sparse_vectors.keys()) => {
-                            Err(ApiError::bad("the shard snapshot's vectors do not match this collection's"))
+                        Ok(theirs)
+                            if theirs.vectors != cfg.vectors
+                                || theirs.sparse_vectors.keys().ne(cfg.sparse_vectors.keys()) =>
+                        {
+                            Err(ApiError::bad(
+                                "the shard snapshot's vectors do not match this collection's",
+                            ))
                         }
                         Ok(_) => c.replace_shard(shard, staging.clone()).await.map_err(staged_error),
                     }
@@ -171,7 +200,14 @@ async fn run_recovery(state: Arc<AppState>, target: Target, source: Source, chec
     result
 }
 
-async fn finish(state: &Arc<AppState>, target: Target, source: Source, checksum: Option<String>, wait: bool, started: Instant) -> Result<Response<Body>, ApiError> {
+async fn finish(
+    state: &Arc<AppState>,
+    target: Target,
+    source: Source,
+    checksum: Option<String>,
+    wait: bool,
+    started: Instant,
+) -> Result<Response<Body>, ApiError> {
     let job = tokio::spawn(run_recovery(state.clone(), target, source, checksum));
     if !wait {
         tokio::spawn(async move {
@@ -183,7 +219,8 @@ async fn finish(state: &Arc<AppState>, target: Target, source: Source, checksum:
         });
         return Ok(response::accepted(started));
     }
-    job.await.map_err(|e| ApiError::internal(format!("recovery task failed: {e}")))??;
+    job.await
+        .map_err(|e| ApiError::internal(format!("recovery task failed: {e}")))??;
     Ok(response::ok(&true, started))
 }
 
@@ -191,13 +228,19 @@ fn target_of(state: &AppState, collection: &str, shard: Option<&str>) -> Result<
     match shard {
         None => {
             // Recovering into an alias means the collection it points at.
-            let name = state.engine.collection(collection).map(|c| c.name().to_string()).unwrap_or_else(|_| collection.to_string());
+            let name = state
+                .engine
+                .collection(collection)
+                .map(|c| c.name().to_string())
+                .unwrap_or_else(|_| collection.to_string());
             quiver_engine::engine::validate_collection_name(&name)?;
             Ok(Target::Collection(name))
         }
         Some(s) => {
             let c = state.collection(collection)?;
-            let id: u32 = s.parse().map_err(|_| ApiError::bad(format!("invalid shard id `{s}`")))?;
+            let id: u32 = s
+                .parse()
+                .map_err(|_| ApiError::bad(format!("invalid shard id `{s}`")))?;
             if id >= c.config().shard_number {
                 return Err(ApiError::not_found(format!("Shard {id} does not exist")));
             }
@@ -207,17 +250,29 @@ fn target_of(state: &AppState, collection: &str, shard: Option<&str>) -> Result<
 }
 
 /// `PUT /collections/{c}/snapshots/recover` and the shard variant.
-pub async fn recover(state: &Arc<AppState>, req: &Request, collection: &str, shard: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub async fn recover(
+    state: &Arc<AppState>,
+    req: &Request,
+    collection: &str,
+    shard: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let body: RecoverBody = req.json()?;
     check_priority(body.priority.as_deref())?;
     let checksum = check_checksum(body.checksum.as_deref())?;
     let wait = req.params::<super::models::UpdateParams>()?.wait.unwrap_or(true);
     let target = target_of(state, collection, shard)?;
     let source = if body.location.starts_with("file://") {
-        Source { path: recovery::local_path(&body.location, &state.settings.storage.snapshots_path)?, sha256: None, temporary: false }
+        Source {
+            path: recovery::local_path(&body.location, &state.settings.storage.snapshots_path)?,
+            sha256: None,
+            temporary: false,
+        }
     } else if body.location.starts_with("http://") || body.location.starts_with("https://") {
         if !state.settings.service.enable_snapshot_url_recovery {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "snapshot recovery from URLs is disabled (service.enable_snapshot_url_recovery)"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "snapshot recovery from URLs is disabled (service.enable_snapshot_url_recovery)",
+            ));
         }
         let dest = temp_file(state, "download")?;
         let (url, limit, d2) = (body.location.clone(), max_unpacked(state), dest.clone());
@@ -225,7 +280,11 @@ pub async fn recover(state: &Arc<AppState>, req: &Request, collection: &str, sha
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         match sha {
-            Ok(sha) => Source { path: dest, sha256: Some(sha), temporary: true },
+            Ok(sha) => Source {
+                path: dest,
+                sha256: Some(sha),
+                temporary: true,
+            },
             Err(e) => {
                 let _ = std::fs::remove_file(&dest);
                 return Err(e.into());
@@ -248,13 +307,20 @@ pub async fn upload(
     shard: Option<&str>,
     started: Instant,
 ) -> Result<Response<Body>, ApiError> {
-    let params: UploadParams =
-        if query.is_empty() { UploadParams::default() } else { serde_urlencoded::from_str(query).map_err(|e| ApiError::bad(format!("Query string error: {e}")))? };
+    let params: UploadParams = if query.is_empty() {
+        UploadParams::default()
+    } else {
+        serde_urlencoded::from_str(query).map_err(|e| ApiError::bad(format!("Query string error: {e}")))?
+    };
     check_priority(params.priority.as_deref())?;
     let checksum = check_checksum(params.checksum.as_deref())?;
     let target = target_of(state, collection, shard)?;
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let boundary = multer::parse_boundary(ctype).map_err(|_| ApiError::bad("expected a multipart/form-data body with a `snapshot` field"))?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(ctype)
+        .map_err(|_| ApiError::bad("expected a multipart/form-data body with a `snapshot` field"))?;
     let stream = BodyStream::new(body).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok::<Bytes, hyper::Error>),
@@ -265,7 +331,11 @@ pub async fn upload(
     let dest = temp_file(state, "upload")?;
     let limit = max_unpacked(state).saturating_mul(2);
     let mut received = None;
-    while let Some(mut field) = multipart.next_field().await.map_err(|e| ApiError::bad(format!("malformed multipart body: {e}")))? {
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad(format!("malformed multipart body: {e}")))?
+    {
         if field.name() != Some("snapshot") {
             continue;
         }
@@ -292,7 +362,10 @@ pub async fn upload(
                 Ok(Some(chunk)) => {
                     total += chunk.len() as u64;
                     if total > limit {
-                        failure = Some(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("uploaded snapshot exceeds {limit} bytes")));
+                        failure = Some(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("uploaded snapshot exceeds {limit} bytes"),
+                        ));
                         break;
                     }
                     if tx.send(chunk).await.is_err() {
@@ -323,7 +396,11 @@ pub async fn upload(
         let _ = std::fs::remove_file(&dest);
         return Err(ApiError::bad("the multipart body has no `snapshot` field"));
     };
-    let source = Source { path: dest, sha256: Some(sha), temporary: true };
+    let source = Source {
+        path: dest,
+        sha256: Some(sha),
+        temporary: true,
+    };
     finish(state, target, source, checksum, params.wait.unwrap_or(true), started).await
 }
 
@@ -331,7 +408,10 @@ pub async fn upload(
 pub fn is_upload(method: &hyper::Method, segments: &[String]) -> bool {
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     method == hyper::Method::POST
-        && matches!(s.as_slice(), ["collections", _, "snapshots", "upload"] | ["collections", _, "shards", _, "snapshots", "upload"])
+        && matches!(
+            s.as_slice(),
+            ["collections", _, "snapshots", "upload"] | ["collections", _, "shards", _, "snapshots", "upload"]
+        )
 }
 
 /// Collection and shard named by an upload route.
