@@ -1,5 +1,6 @@
 //! Snapshot throughput on ≥ 2 GiB of vectors, against `cp -r` and `tar -cf` of the same segment
-//! files measured in the same run, with the pipeline's peak RSS growth.
+//! files measured in the same run, with the pipeline's peak RSS growth; and recovery of the same
+//! archive (unpack with every check, then install) against `tar -xf`.
 //!
 //! `cargo bench -p quiver-benches --bench snapshot` (QUIVER_SNAPSHOT_GIB=0.5 for a smaller set,
 //! QUIVER_SNAPSHOT_QUICK=1 to print only the same-run ratios and skip criterion's sampling).
@@ -193,6 +194,39 @@ fn bench(c: &mut Criterion) {
         (quiver_io::WINDOW * quiver_io::WINDOWS) >> 20
     );
 
+    // Recovery of the same archive: unpack with every check + install (open) vs `tar -xf` + sync.
+    snapshot_once(&coll, &out, Backend::Auto);
+    let archive_bytes = std::fs::metadata(&out).unwrap().len();
+    let untar_dst = dir.path().join("untar");
+    let recover = || {
+        let staging = engine.staging_dir();
+        let f = std::fs::File::open(&out).unwrap();
+        quiver_io::restore::unpack_hashed(f, &staging, quiver_io::restore::Expect::Collection, u64::MAX).unwrap();
+        engine.install_collection("restored", &staging).unwrap();
+    };
+    let mut rec_times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        recover();
+        rec_times.push(t.elapsed());
+        engine.delete_collection("restored").unwrap();
+    }
+    let untar = time(&mut || {
+        let _ = std::fs::remove_dir_all(&untar_dst);
+        std::fs::create_dir_all(&untar_dst).unwrap();
+        run(Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(&untar_dst));
+    });
+    let rec = median(rec_times);
+    let agibs = |d: Duration| archive_bytes as f64 / (1u64 << 30) as f64 / d.as_secs_f64();
+    eprintln!(
+        "RECOVERY unpack+verify+install {:.2}s = {:.2} GiB/s | tar -xf then sync {:.2}s = {:.2} GiB/s | ratio recovery/tar-x = {:.2}",
+        rec.as_secs_f64(),
+        agibs(rec),
+        untar.as_secs_f64(),
+        agibs(untar),
+        rec.as_secs_f64() / untar.as_secs_f64()
+    );
+
     if std::env::var("QUIVER_SNAPSHOT_QUICK").is_ok() {
         // Tuning runs: the ratios above are all that is wanted.
         engine.shutdown();
@@ -209,6 +243,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("cp_r_then_sync", |b| b.iter(|| cp_r(&src, &cp_dst)));
     g.bench_function("tar_cf_then_sync", |b| b.iter(|| tar_c(&src, &tar_dst)));
+    g.bench_function("recover_unpack_verify_install", |b| {
+        b.iter(|| {
+            recover();
+            engine.delete_collection("restored").unwrap();
+        })
+    });
     g.finish();
     engine.shutdown();
 }

@@ -18,6 +18,7 @@
 //! producing byte-identical archives. `QUIVER_IO_URING=0` forces the fallback.
 
 mod layout;
+pub mod restore;
 pub mod snapshot;
 mod syscall;
 mod uring;

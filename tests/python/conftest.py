@@ -38,6 +38,7 @@ class Server:
         self.log = open(os.path.join(self.dir.name, "server.log"), "wb")
         self.proc = subprocess.Popen([str(BINARY)], cwd=self.dir.name, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.snapshots_path = os.path.join(self.dir.name, "snapshots")
         deadline = time.time() + 30
         while True:
             try:
