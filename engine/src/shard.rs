@@ -187,22 +187,7 @@ impl Shard {
             version: state.version,
             next_segment_id: state.next_segment_id,
         };
-        for (si, seg) in shard.segments.iter_mut().enumerate() {
-            for (off, id) in seg.live_ids().collect::<Vec<_>>() {
-                // An id live in two sealed segments cannot be produced by this engine; if a
-                // damaged state shows one anyway, the newer segment wins.
-                if let Some(old) = shard.id_map.insert(
-                    id,
-                    Loc {
-                        seg: si as u32,
-                        off: off as u32,
-                    },
-                ) {
-                    tracing::warn!(%id, "point live in two segments; keeping the newer");
-                    let _ = old;
-                }
-            }
-        }
+        shard.rebuild_id_map();
         let replayed = replay.records.len();
         for (version, op) in replay.records {
             shard.apply(version, op)?;
@@ -334,24 +319,80 @@ impl Shard {
         Ok(())
     }
 
-    /// Seals the appendable segment and persists deletions: a checkpoint (see the module docs).
+    /// Sealed segments worth rewriting at the next seal: small ones (under a quarter of the seal
+    /// size) and mostly deleted ones, smallest first, as long as everything merged stays within
+    /// one seal size. Without this, every snapshot (which seals) and every small flush would
+    /// leave a small segment behind, and deleted slots would never be reclaimed.
+    fn merge_candidates(&self) -> Vec<usize> {
+        let max = self.config.segment_max_points;
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let mostly_deleted = |s: &Segment| !s.is_empty() && (s.len() - s.live_count()) * 2 > s.len();
+        let mut cands: Vec<usize> = (0..sealed.len())
+            .filter(|&i| sealed[i].live_count() < max / 4 || mostly_deleted(&sealed[i]))
+            .collect();
+        cands.sort_by_key(|&i| sealed[i].live_count());
+        let app_live = self.segments.last().map_or(0, Segment::live_count);
+        let mut total = app_live;
+        let mut picked = Vec::new();
+        for i in cands {
+            if total + sealed[i].live_count() <= max {
+                total += sealed[i].live_count();
+                picked.push(i);
+            }
+        }
+        // Rewriting one segment alone only pays when it reclaims deleted slots.
+        let worth = picked.len() >= 2
+            || (app_live > 0 && !picked.is_empty())
+            || picked.iter().any(|&i| mostly_deleted(&sealed[i]));
+        if !worth {
+            picked.clear();
+        }
+        picked.sort_unstable();
+        picked
+    }
+
+    /// Seals the appendable segment (merging small or mostly deleted sealed segments into it)
+    /// and persists deletions: a checkpoint (see the module docs). Merged-away segments stay
+    /// readable through handles a snapshot pinned: their files are only unlinked.
     pub fn seal(&mut self) -> Result<()> {
-        let app = self.segments.last().expect("appendable segment");
-        let any_deleted_dirty = self.segments[..self.segments.len() - 1].iter().any(|s| s.deleted_dirty);
-        if app.is_empty() && !any_deleted_dirty {
+        let n_sealed = self.segments.len() - 1;
+        let merge = self.merge_candidates();
+        let any_deleted_dirty = self.segments[..n_sealed].iter().any(|s| s.deleted_dirty);
+        if self.segments[n_sealed].is_empty() && !any_deleted_dirty && merge.is_empty() {
             return Ok(());
         }
         let new_gen = self.generation + 1;
         let seg_root = self.dir.join("segments");
         let mut next_segment_id = self.next_segment_id;
         let mut sealed_new = None;
-        if app.live_count() > 0 {
+        let merged_live: usize =
+            merge.iter().map(|&i| self.segments[i].live_count()).sum::<usize>() + self.segments[n_sealed].live_count();
+        if merged_live > 0 {
+            let combined;
+            let source: &Segment = if merge.is_empty() {
+                &self.segments[n_sealed]
+            } else {
+                let mut c = Segment::new_appendable(0, &self.config);
+                for &i in merge.iter().chain(std::iter::once(&n_sealed)) {
+                    let seg = &self.segments[i];
+                    for (off, id) in seg.live_ids().collect::<Vec<_>>() {
+                        c.push(
+                            id,
+                            seg.version_at(off),
+                            &seg.vectors(off),
+                            seg.payload(off)?.into_owned(),
+                        );
+                    }
+                }
+                combined = c;
+                &combined
+            };
             let id = next_segment_id;
             next_segment_id += 1;
             let final_dir = seg_root.join(segment_dir_name(id));
             let tmp = fsutil::tmp_path(&final_dir);
             fsutil::remove_any(&tmp)?;
-            if let Err(e) = app.write_sealed(id, &tmp) {
+            if let Err(e) = source.write_sealed(id, &tmp) {
                 let _ = fsutil::remove_any(&tmp);
                 return Err(e);
             }
@@ -360,8 +401,8 @@ impl Shard {
             sealed_new = Some(Segment::open_sealed(&final_dir, &self.config, None)?);
         }
         let mut deleted_files = self.deleted_files.clone();
-        for (i, seg) in self.segments[..self.segments.len() - 1].iter().enumerate() {
-            if seg.deleted_dirty {
+        for (i, seg) in self.segments[..n_sealed].iter().enumerate() {
+            if seg.deleted_dirty && !merge.contains(&i) {
                 let name = format!("deleted-{new_gen}.bits");
                 fsutil::atomic_write(&seg.directory().expect("sealed").join(&name), &seg.deleted().to_bytes())?;
                 deleted_files[i] = Some(name);
@@ -371,12 +412,12 @@ impl Shard {
         fsutil::remove_any(&new_wal_path)?;
         let (new_wal, _) = Wal::open(&new_wal_path)?;
         fsutil::fsync_dir(&self.dir)?;
-        let mut refs: Vec<SegmentRef> = self.segments[..self.segments.len() - 1]
+        let keep: Vec<usize> = (0..n_sealed).filter(|i| !merge.contains(i)).collect();
+        let mut refs: Vec<SegmentRef> = keep
             .iter()
-            .zip(&deleted_files)
-            .map(|(s, d)| SegmentRef {
-                id: s.id,
-                deleted: d.clone(),
+            .map(|&i| SegmentRef {
+                id: self.segments[i].id,
+                deleted: deleted_files[i].clone(),
             })
             .collect();
         if let Some(s) = &sealed_new {
@@ -399,27 +440,23 @@ impl Shard {
 
         // Committed: switch memory over to the new generation.
         let old_wal = std::mem::replace(&mut self.wal, new_wal);
-        self.segments.pop();
-        for seg in self.segments.iter_mut() {
-            seg.deleted_dirty = false;
+        let old_segments = std::mem::take(&mut self.segments);
+        let mut kept_files = Vec::with_capacity(keep.len() + 1);
+        for (i, mut seg) in old_segments.into_iter().enumerate() {
+            if keep.contains(&i) {
+                seg.deleted_dirty = false;
+                self.segments.push(seg);
+                kept_files.push(deleted_files[i].clone());
+            }
         }
         if let Some(seg) = sealed_new {
-            let si = self.segments.len() as u32;
-            for (off, id) in seg.live_ids() {
-                self.id_map.insert(
-                    id,
-                    Loc {
-                        seg: si,
-                        off: off as u32,
-                    },
-                );
-            }
             self.segments.push(seg);
-            deleted_files.push(None);
+            kept_files.push(None);
         }
-        self.deleted_files = deleted_files;
+        self.deleted_files = kept_files;
         self.segments
             .push(Segment::new_appendable(next_segment_id, &self.config));
+        self.rebuild_id_map();
         self.generation = new_gen;
         self.next_segment_id = next_segment_id;
         let _ = fs::remove_file(old_wal.path());
@@ -427,6 +464,21 @@ impl Shard {
             tracing::warn!(error = %e, "could not remove files of an older generation");
         }
         Ok(())
+    }
+
+    fn rebuild_id_map(&mut self) {
+        self.id_map.clear();
+        for (si, seg) in self.segments.iter().enumerate() {
+            for (off, id) in seg.live_ids() {
+                self.id_map.insert(
+                    id,
+                    Loc {
+                        seg: si as u32,
+                        off: off as u32,
+                    },
+                );
+            }
+        }
     }
 
     /// Freezes a point-in-time view for a snapshot: seals the appendable segment (so every

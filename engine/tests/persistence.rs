@@ -222,3 +222,55 @@ fn damaged_segment_is_reported_not_misread() {
         "{err}"
     );
 }
+
+#[test]
+fn small_seals_are_merged_and_deleted_slots_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected;
+    {
+        let (e, c) = make(dir.path(), 400);
+        // Forty tiny checkpoints (what frequent snapshots do) must not leave forty segments.
+        for round in 0..40u64 {
+            let pts = (round * 10..round * 10 + 10)
+                .map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i})))
+                .collect();
+            block(c.upsert(pts, true)).unwrap();
+            block(c.flush()).unwrap();
+        }
+        let info = block(c.info()).unwrap();
+        assert!(
+            info.segments_count <= 2 * 3,
+            "segments stay few: {}",
+            info.segments_count
+        );
+        // Deleting most points of a sealed segment gets its slots reclaimed at the next seal.
+        block(c.upsert((1000..1800).map(|i| point(i, vec![1.0; 4], json!({}))).collect(), true)).unwrap();
+        block(c.flush()).unwrap();
+        block(c.delete(PointsSelector::Ids((1000..1700).map(PointId::Num).collect()), true)).unwrap();
+        block(c.flush()).unwrap();
+        expected = scroll_all(&c, None);
+        assert_eq!(expected.len(), 400 + 100);
+        let slots: u64 = walk_ids_bytes(dir.path()) / 17;
+        assert!(slots < 800, "deleted slots were reclaimed: {slots} slots on disk");
+        e.shutdown();
+    }
+    let e = open(dir.path(), 2);
+    assert_eq!(scroll_all(&e.collection("p").unwrap(), None), expected);
+}
+
+/// Total size of every `ids.bin` (17 bytes a slot) of the collection.
+fn walk_ids_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "ids.bin") {
+                total += fs::metadata(&p).unwrap().len();
+            }
+        }
+    }
+    total
+}
