@@ -544,3 +544,34 @@ fn temp_path_stages_the_archive_and_moves_it_across_filesystems() {
     verify_manifest(&unpacked);
     assert_eq!(open_unpacked(&unpacked, "t").len(), 2000);
 }
+
+#[test]
+fn s3_snapshot_storage_is_refused_clearly_until_implemented() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "s3")],
+    );
+    s.ok(
+        "PUT",
+        "/collections/c",
+        Some(json!({"vectors": {"size": 2, "distance": "Dot"}})),
+    );
+    for (method, path) in [
+        ("POST", "/collections/c/snapshots"),
+        ("GET", "/collections/c/snapshots"),
+        ("POST", "/snapshots"),
+        ("GET", "/snapshots"),
+    ] {
+        let (st, v) = s.call(method, path, None);
+        assert_error(st, &v, 501, path);
+        assert!(
+            v["status"]["error"].as_str().unwrap().contains("snapshots_storage"),
+            "{v}"
+        );
+    }
+    assert!(
+        !dir.path().join("snapshots/c").exists(),
+        "nothing silently written locally"
+    );
+}

@@ -28,6 +28,20 @@ impl From<SnapshotError> for ApiError {
     }
 }
 
+/// S3 snapshot storage is configured but not implemented yet: refuse clearly rather than
+/// silently keeping the snapshots on local disk.
+fn require_local_storage(state: &AppState) -> Result<(), ApiError> {
+    match state.settings.storage.snapshots_config.snapshots_storage.as_str() {
+        "local" => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "storage.snapshots_config.snapshots_storage `{other}` is not supported by this server yet; only `local` is"
+            ),
+        )),
+    }
+}
+
 fn join_err(e: tokio::task::JoinError) -> ApiError {
     ApiError::internal(format!("snapshot task failed: {e}"))
 }
@@ -55,6 +69,7 @@ where
 }
 
 pub async fn create_collection(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
+    require_local_storage(state)?;
     let wait = wait_param(req)?;
     let c = state.collection(name)?;
     let snaps = state.snapshots.clone();
@@ -78,6 +93,7 @@ pub async fn create_shard(
     name: &str,
     shard: &str,
 ) -> Result<Response<Body>, ApiError> {
+    require_local_storage(state)?;
     let wait = wait_param(req)?;
     let shard = parse_shard(shard)?;
     let c = state.collection(name)?;
@@ -98,6 +114,7 @@ pub async fn create_shard(
 }
 
 pub async fn create_full(state: &Arc<AppState>, req: &Request) -> Result<Response<Body>, ApiError> {
+    require_local_storage(state)?;
     let wait = wait_param(req)?;
     let engine = state.engine.clone();
     let snaps = state.snapshots.clone();
@@ -137,6 +154,7 @@ pub enum Scope<'a> {
 }
 
 fn scope_dir(state: &AppState, scope: &Scope<'_>) -> Result<PathBuf, ApiError> {
+    require_local_storage(state)?;
     Ok(match scope {
         Scope::Collection(c) => state.snapshots.collection_dir(state.collection(c)?.name()),
         Scope::Shard(c, s) => {
@@ -281,6 +299,7 @@ pub async fn stream_shard(
     name: &str,
     shard: &str,
 ) -> Result<Response<Body>, ApiError> {
+    require_local_storage(state)?;
     let shard = parse_shard(shard)?;
     let c = state.collection(name)?;
     let files = c.pin_shard(shard).await?;
