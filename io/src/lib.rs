@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 pub use layout::{Archive, Piece, Source, validate_name};
 
 /// Bytes per window.
-pub const WINDOW: usize = 1 << 20;
+pub const WINDOW: usize = 4 << 20;
 /// Windows in flight: the pipeline's whole memory is `WINDOW * WINDOWS`.
 pub const WINDOWS: usize = 8;
 
