@@ -109,6 +109,15 @@ def test_full_workflow_against_numpy(server, dataset, distance):
         assert_matches(res, *brute_force(distance, data, q, mask, 7))
         assert all(p.payload["group"] == 3 and 20 <= p.payload["price"] < 80 for p in res)
 
+    # A batch (plain queries share one scan) answers exactly as the queries one by one.
+    queries = [rng.normal(size=DIM).astype(np.float32).tolist() for _ in range(4)]
+    group_filter = models.Filter(must=[models.FieldCondition(key="group", match=models.MatchValue(value=1))])
+    requests = [models.QueryRequest(query=q, limit=6, filter=group_filter if i % 2 else None) for i, q in enumerate(queries)]
+    batch = client.query_batch_points(name, requests=requests)
+    for r, b in zip(requests, batch):
+        single = client.query_points(name, query=r.query, limit=6, query_filter=r.filter).points
+        assert [p.id for p in b.points] == [p.id for p in single]
+
     # Retrieve.
     got = client.retrieve(name, ids=[0, 17, 9999], with_vectors=True)
     assert sorted(p.id for p in got) == [0, 17, 9999]

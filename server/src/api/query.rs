@@ -329,14 +329,49 @@ pub async fn query(state: &Arc<AppState>, req: &Request, name: &str) -> Result<R
     Ok(response::ok(&QueryResponse { points }, req.started))
 }
 
+/// The plain nearest-neighbour form of a query (no prefetch, a vector given), which can join
+/// other plain queries in one blocked scan.
+fn plain_search(q: &QueryBody) -> Result<Option<SearchRequest>, ApiError> {
+    if !q.prefetch.is_empty() {
+        return Ok(None);
+    }
+    unsupported("shard_key", &q.shard_key)?;
+    unsupported("lookup_from", &q.lookup_from)?;
+    let QueryKind::Nearest(query) = parse_query(q.query.as_ref())? else {
+        return Ok(None);
+    };
+    Ok(Some(SearchRequest {
+        using: q.using.clone().unwrap_or_default(),
+        query,
+        filter: q.filter.clone(),
+        limit: check_limit("limit", q.limit.unwrap_or(10))?,
+        offset: q.offset.unwrap_or(0),
+        score_threshold: q.score_threshold,
+        with_payload: q.with_payload.clone().unwrap_or_default(),
+        with_vector: q.with_vector.clone().unwrap_or_default(),
+    }))
+}
+
+/// Plain nearest queries of a batch share one pass over each shard (the blocked scan); the
+/// others run one by one. Answers keep the request order.
 pub async fn query_batch(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
     let body: QueryBatchBody = req.json()?;
     let c = state.collection(name)?;
+    let plain = body.searches.iter().map(plain_search).collect::<Result<Vec<_>, _>>()?;
+    let (slots, batch): (Vec<usize>, Vec<SearchRequest>) = plain
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.clone().map(|r| (i, r)))
+        .unzip();
+    let mut batched = c.search_batch(batch).await?.into_iter();
     let mut out = Vec::with_capacity(body.searches.len());
-    for q in &body.searches {
-        out.push(QueryResponse {
-            points: run(&c, q).await?,
-        });
+    for (i, q) in body.searches.iter().enumerate() {
+        let points = if slots.contains(&i) {
+            batched.next().unwrap_or_default()
+        } else {
+            run(&c, q).await?
+        };
+        out.push(QueryResponse { points });
     }
     Ok(response::ok(&out, req.started))
 }
