@@ -17,7 +17,8 @@
 //! * **Durability** ([`wal`], [`shard`]): every operation is logged with a CRC32 before it is
 //!   applied; `wait=true` writes are acknowledged after an fsync shared by the whole batch the
 //!   worker processed (group commit). Sealing is a checkpoint committed by atomically replacing
-//!   `shard.json`; see the crash-safety notes in [`shard`].
+//!   `shard.json`; see the crash-safety notes in [`shard`]. A seal also merges small and mostly
+//!   deleted sealed segments into the new one.
 //! * **Kernels** ([`kernels`]): dot, L2² and L1 with runtime dispatch (AVX-512F, AVX2+FMA,
 //!   NEON, scalar); scans are blocked so one batch of queries reuses each vector while cached.
 //! * **Filters** ([`filter`]) follow Qdrant's language; **payload indexes**
