@@ -163,16 +163,29 @@ impl Drop for Runtime {
     }
 }
 
+/// Runs one job; a panic is contained so the worker (and every other shard it owns) keeps
+/// serving. The panicking job's reply sender is dropped, so its caller sees an error.
+fn run_job(job: Job, w: &mut Worker) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(w))) {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(panic = %msg, "a shard job panicked; the worker keeps running");
+    }
+}
+
 fn run(rx: mpsc::Receiver<Job>) {
     let mut w = Worker::default();
     let mut last_sync = Instant::now();
     loop {
         match rx.recv_timeout(SYNC_INTERVAL) {
             Ok(job) => {
-                job(&mut w);
+                run_job(job, &mut w);
                 for _ in 1..MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(job) => job(&mut w),
+                        Ok(job) => run_job(job, &mut w),
                         Err(_) => break,
                     }
                 }
@@ -193,4 +206,19 @@ fn run(rx: mpsc::Receiver<Job>) {
     // Jobs still queued can no longer run; dropping them drops their reply senders, so their
     // callers see a closed channel rather than waiting forever.
     drop(rx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_job_does_not_kill_the_worker() {
+        let rt = Runtime::start(1, false);
+        let failed = rt.call(0, |_| -> u32 { panic!("boom") }).unwrap();
+        assert!(failed.recv().is_err(), "the caller sees the failure");
+        let ok = rt.call(0, |_| 7u32).unwrap();
+        assert_eq!(ok.recv().unwrap(), 7, "the same worker still serves");
+        rt.shutdown();
+    }
 }
