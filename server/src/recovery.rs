@@ -41,13 +41,9 @@ pub fn local_path(location: &str, snapshots_root: &Path) -> Result<PathBuf, Reco
     Ok(canonical)
 }
 
-/// Downloads an `http://` URL into `dest`, hashing as the bytes arrive; bounded in size and time.
+/// Downloads an `http(s)://` URL into `dest`, hashing as the bytes arrive; bounded in size and
+/// time. TLS certificates are checked against the webpki root store.
 pub fn download(url: &str, dest: &Path, max_bytes: u64) -> Result<String, RecoveryError> {
-    if url.starts_with("https://") {
-        return Err(invalid(
-            "https:// locations are not supported by this server yet; use http:// or file://",
-        ));
-    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(10)))
         .timeout_recv_response(Some(std::time::Duration::from_secs(30)))

@@ -79,3 +79,37 @@ def test_snapshot_round_trip_through_every_recovery_path(server, tmp_path):
     assert_same(everything(client, "snap-upload"), want)
     assert client.delete_snapshot("snap", desc.name, wait=True)
     assert desc.name not in [s.name for s in client.list_snapshots("snap")]
+
+
+def test_https_location_with_untrusted_certificate_is_refused(server, tmp_path):
+    """https works through rustls; a certificate no root vouches for is refused cleanly."""
+    import ssl
+    import subprocess
+
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "x.snapshot").write_bytes(b"not reached")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    web.socket = ctx.wrap_socket(web.socket, server_side=True)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    client = QdrantClient(url=server.url, timeout=60)
+    try:
+        url = f"https://127.0.0.1:{web.server_address[1]}/x.snapshot"
+        try:
+            client.recover_snapshot("tls", location=url, wait=True)
+            raise AssertionError("an untrusted certificate must be refused")
+        except UnexpectedResponse as e:
+            assert e.status_code == 400
+            assert "download" in e.content.decode().lower()
+    finally:
+        web.shutdown()
+    assert not client.collection_exists("tls")
