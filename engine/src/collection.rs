@@ -59,6 +59,11 @@ pub struct CollectionPin {
     pub shards: Vec<(u32, Vec<crate::shard::PinnedFile>)>,
 }
 
+/// Where a shard directory waits while its replacement is moved in.
+fn replaced_shard_dir(collection_dir: &Path, shard: u32) -> PathBuf {
+    collection_dir.join(format!(".{shard}.replaced"))
+}
+
 fn recv_err(_: oneshot::RecvError) -> EngineError {
     EngineError::ShuttingDown
 }
@@ -81,6 +86,19 @@ impl Collection {
             dispatch: RwLock::new(()),
         };
         let cfg = c.config();
+        for shard in 0..cfg.shard_number {
+            // A shard replacement interrupted between its two renames: put the old shard back.
+            let grave = replaced_shard_dir(dir, shard);
+            if grave.exists() {
+                if dir.join(shard.to_string()).exists() {
+                    fsutil::remove_any(&grave)?;
+                } else {
+                    tracing::warn!(collection = name, shard, "restoring a shard of an interrupted recovery");
+                    fs::rename(&grave, dir.join(shard.to_string()))?;
+                    fsutil::fsync_dir(dir)?;
+                }
+            }
+        }
         let mut pending = Vec::new();
         for shard in 0..cfg.shard_number {
             let (key, sdir, cfg) = (c.key(shard), dir.join(shard.to_string()), cfg.clone());
@@ -615,7 +633,7 @@ impl Collection {
             let _barrier = self.dispatch.write().unwrap_or_else(|p| p.into_inner());
             self.rt.call(self.worker_of(shard), move |w| -> Result<()> {
                 drop(Shard::open(&staged, cfg.clone())?);
-                let grave = dir.with_file_name(format!(".{shard}.replaced"));
+                let grave = replaced_shard_dir(dir.parent().unwrap_or(Path::new(".")), shard);
                 let old = w.remove(key);
                 if let Some(mut old) = old {
                     old.sync()?;

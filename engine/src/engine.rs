@@ -21,6 +21,9 @@ use crate::fsutil;
 use crate::runtime::Runtime;
 use crate::types::CollectionConfig;
 
+/// Prefix of a collection directory moved aside while a recovery installs its replacement.
+const REPLACED_PREFIX: &str = ".replaced-";
+
 /// File holding the aliases, beside `collections/`.
 pub const ALIASES_FILE: &str = "aliases.json";
 
@@ -128,6 +131,18 @@ impl Engine {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(".tmp-") || name.starts_with(".deleted-") {
                 fsutil::remove_any(&entry.path())?;
+            } else if let Some((_, collection)) = name.strip_prefix(REPLACED_PREFIX).and_then(|r| r.split_once('-')) {
+                // A recovery was interrupted after the old data was moved aside: when the new
+                // data never arrived, the old data is put back; otherwise it is dropped.
+                let target = root.join(collection);
+                if target.exists() {
+                    fsutil::remove_any(&entry.path())?;
+                } else {
+                    tracing::warn!(collection, "restoring data of an interrupted recovery");
+                    fs::rename(entry.path(), &target)?;
+                    fsutil::fsync_dir(&root)?;
+                    names.push(collection.to_string());
+                }
             } else if entry.file_type()?.is_dir() {
                 names.push(name);
             }
@@ -257,9 +272,10 @@ impl Engine {
             )));
         }
         let dir = self.root.join(name);
+        // Named after the collection: if a crash falls between moving the old data aside and
+        // moving the new data in, the next start puts the old data back (see `open`).
         let grave = self.root.join(format!(
-            ".deleted-{}-{}",
-            std::process::id(),
+            "{REPLACED_PREFIX}{}-{name}",
             self.next_uid.fetch_add(1, Ordering::Relaxed)
         ));
         let old = self.map_write().remove(name);

@@ -274,3 +274,37 @@ fn walk_ids_bytes(root: &Path) -> u64 {
     }
     total
 }
+
+#[test]
+fn interrupted_recovery_swaps_put_the_old_data_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected;
+    {
+        let (e, c) = make(dir.path(), 50);
+        block(
+            c.upsert(
+                (0..120)
+                    .map(|i| point(i, vec![1.0, i as f32, 0.0, 0.0], json!({"i": i})))
+                    .collect(),
+                true,
+            ),
+        )
+        .unwrap();
+        expected = scroll_all(&c, None);
+        e.shutdown();
+    }
+    let cols = dir.path().join("collections");
+    // A crash after moving the old collection aside, before the new one arrived.
+    fs::rename(cols.join("p"), cols.join(".replaced-17-p")).unwrap();
+    {
+        let e = open(dir.path(), 2);
+        assert_eq!(scroll_all(&e.collection("p").unwrap(), None), expected);
+        e.shutdown();
+    }
+    assert!(!cols.join(".replaced-17-p").exists());
+    // The same for one shard of a collection.
+    fs::rename(cols.join("p/1"), cols.join("p/.1.replaced")).unwrap();
+    let e = open(dir.path(), 2);
+    assert_eq!(scroll_all(&e.collection("p").unwrap(), None), expected);
+    assert!(!cols.join("p/.1.replaced").exists());
+}
