@@ -4,10 +4,14 @@
 //! ```text
 //! collections/<name>/config.json
 //! collections/<name>/<shard>/...      (see shard.rs)
+//! aliases.json                        alias → collection
 //! ```
 //! A collection appears atomically: it is built under `collections/.tmp-<name>` and renamed into
 //! place; a deleted one is renamed to `collections/.deleted-<uid>` before its files are removed.
-//! Leftovers of either are cleared at start.
+//! Leftovers of either are cleared at start. A recovered collection is staged in
+//! `collections/.tmp-recover-*`; installing it moves the live one to `.replaced-<uid>-<name>` and
+//! the staged one into place: if a crash falls between those two renames, the next start moves
+//! the old data back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
