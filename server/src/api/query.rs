@@ -100,6 +100,23 @@ struct Stage<'a> {
 }
 
 impl<'a> Stage<'a> {
+    /// The top level of a query request.
+    fn of_query(body: &'a QueryBody) -> Result<Stage<'a>, ApiError> {
+        unsupported("shard_key", &body.shard_key)?;
+        unsupported("lookup_from", &body.lookup_from)?;
+        Ok(Stage {
+            prefetch: &body.prefetch,
+            query: body.query.as_ref(),
+            using: body.using.clone().unwrap_or_default(),
+            filter: body.filter.clone(),
+            score_threshold: body.score_threshold,
+            limit: check_limit("limit", body.limit.unwrap_or(10))?,
+            offset: body.offset.unwrap_or(0),
+            with_payload: body.with_payload.clone().unwrap_or_default(),
+            with_vector: body.with_vector.clone().unwrap_or_default(),
+        })
+    }
+
     fn of_prefetch(p: &'a Prefetch) -> Result<Stage<'a>, ApiError> {
         unsupported("prefetch.lookup_from", &p.lookup_from)?;
         Ok(Stage {
@@ -300,19 +317,7 @@ fn evaluate<'a>(
 }
 
 async fn run(c: &Collection, body: &QueryBody) -> Result<Vec<ScoredPoint>, ApiError> {
-    unsupported("shard_key", &body.shard_key)?;
-    unsupported("lookup_from", &body.lookup_from)?;
-    let stage = Stage {
-        prefetch: &body.prefetch,
-        query: body.query.as_ref(),
-        using: body.using.clone().unwrap_or_default(),
-        filter: body.filter.clone(),
-        score_threshold: body.score_threshold,
-        limit: check_limit("limit", body.limit.unwrap_or(10))?,
-        offset: body.offset.unwrap_or(0),
-        with_payload: body.with_payload.clone().unwrap_or_default(),
-        with_vector: body.with_vector.clone().unwrap_or_default(),
-    };
+    let stage = Stage::of_query(body)?;
     evaluate(c, stage).await
 }
 
@@ -332,23 +337,22 @@ pub async fn query(state: &Arc<AppState>, req: &Request, name: &str) -> Result<R
 /// The plain nearest-neighbour form of a query (no prefetch, a vector given), which can join
 /// other plain queries in one blocked scan.
 fn plain_search(q: &QueryBody) -> Result<Option<SearchRequest>, ApiError> {
-    if !q.prefetch.is_empty() {
+    let stage = Stage::of_query(q)?;
+    if !stage.prefetch.is_empty() {
         return Ok(None);
     }
-    unsupported("shard_key", &q.shard_key)?;
-    unsupported("lookup_from", &q.lookup_from)?;
-    let QueryKind::Nearest(query) = parse_query(q.query.as_ref())? else {
+    let QueryKind::Nearest(query) = parse_query(stage.query)? else {
         return Ok(None);
     };
     Ok(Some(SearchRequest {
-        using: q.using.clone().unwrap_or_default(),
+        using: stage.using,
         query,
-        filter: q.filter.clone(),
-        limit: check_limit("limit", q.limit.unwrap_or(10))?,
-        offset: q.offset.unwrap_or(0),
-        score_threshold: q.score_threshold,
-        with_payload: q.with_payload.clone().unwrap_or_default(),
-        with_vector: q.with_vector.clone().unwrap_or_default(),
+        filter: stage.filter,
+        limit: stage.limit,
+        offset: stage.offset,
+        score_threshold: stage.score_threshold,
+        with_payload: stage.with_payload,
+        with_vector: stage.with_vector,
     }))
 }
 
