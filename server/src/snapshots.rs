@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use quiver_engine::fsutil::fsync_dir;
 use quiver_io::{Archive, Backend};
 use serde::Serialize;
 
@@ -119,10 +120,6 @@ impl Drop for Reservation<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.path);
     }
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
 }
 
 impl Snapshots {
@@ -272,7 +269,7 @@ impl Snapshots {
         let final_path = dir.join(name);
         match fs::rename(staged, &final_path) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc_exdev()) => {
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
                 let tmp = dir.join(format!(".{name}.copy{TMP_SUFFIX}"));
                 let copied = (|| -> io::Result<()> {
                     let mut src = fs::File::open(staged)?;
@@ -350,10 +347,6 @@ impl Snapshots {
 /// The timestamp part of snapshot names.
 pub fn stamp() -> String {
     chrono::Utc::now().format("%Y-%m-%d-%H-%M-%S").to_string()
-}
-
-fn libc_exdev() -> i32 {
-    18 // EXDEV on Linux
 }
 
 fn creation_time(path: &Path) -> Option<String> {

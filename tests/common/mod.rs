@@ -107,19 +107,17 @@ impl Server {
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
+    /// Sends SIGTERM (the `kill` command's default) and waits for the exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: plain FFI call with a valid pid and signal number.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let sent = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "SIGTERM delivered");
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
         status
     }
-}
-
-unsafe extern "C" {
-    // libc is not a dependency of this test crate; kill(2) is all it needs.
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 impl Drop for Server {
