@@ -19,6 +19,8 @@
 
 mod layout;
 pub mod restore;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod snapshot;
 mod syscall;
 mod uring;

@@ -31,8 +31,8 @@ pub struct ServiceSettings {
 pub struct SnapshotsConfig {
     /// `local` or `s3`.
     pub snapshots_storage: String,
-    /// S3 settings, kept verbatim until the S3 pipeline exists.
-    pub s3_config: Option<serde_json::Value>,
+    /// S3 settings (used when `snapshots_storage` is `s3`).
+    pub s3_config: Option<quiver_io::s3::S3Config>,
 }
 
 /// `storage.*`.

@@ -40,6 +40,19 @@ pub enum SnapshotError {
     /// The filesystem refused.
     #[error("snapshot I/O: {0}")]
     Io(#[from] io::Error),
+    /// The S3 store refused or failed.
+    #[error("{0}")]
+    S3(#[from] quiver_io::s3::S3Error),
+    /// A downloaded snapshot does not match its stored checksum.
+    #[error("snapshot `{key}` does not match its checksum object: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// Object key.
+        key: String,
+        /// The stored checksum.
+        expected: String,
+        /// SHA-256 of the downloaded bytes.
+        actual: String,
+    },
 }
 
 /// What Qdrant reports about a snapshot.

@@ -32,6 +32,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Snapshot storage.
     pub snapshots: Arc<crate::snapshots::Snapshots>,
+    /// Snapshot storage in S3, when configured (then it replaces the local folders).
+    pub s3: Option<Arc<crate::snapshots_s3::S3Snapshots>>,
     /// Effective configuration.
     pub settings: Settings,
     op_counter: AtomicU64,
@@ -39,10 +41,16 @@ pub struct AppState {
 
 impl AppState {
     /// State around an opened engine.
-    pub fn new(engine: Arc<Engine>, snapshots: Arc<crate::snapshots::Snapshots>, settings: Settings) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        snapshots: Arc<crate::snapshots::Snapshots>,
+        s3: Option<Arc<crate::snapshots_s3::S3Snapshots>>,
+        settings: Settings,
+    ) -> Self {
         AppState {
             engine,
             snapshots,
+            s3,
             settings,
             op_counter: AtomicU64::new(0),
         }
@@ -148,32 +156,32 @@ pub async fn route(state: &Arc<AppState>, req: Request) -> Result<Response<Body>
         (&Method::GET, ["aliases"]) => snapshots::list_aliases(state, &req, None),
         (&Method::GET, ["collections", c, "aliases"]) => snapshots::list_aliases(state, &req, Some(c)),
         (&Method::POST, ["snapshots"]) => snapshots::create_full(state, &req).await,
-        (&Method::GET, ["snapshots"]) => snapshots::list(state, &req, Scope::Full),
+        (&Method::GET, ["snapshots"]) => snapshots::list(state, &req, Scope::Full).await,
         (&Method::GET, ["snapshots", name]) => snapshots::download(state, &req, Scope::Full, name).await,
-        (&Method::DELETE, ["snapshots", name]) => snapshots::delete(state, &req, Scope::Full, name),
+        (&Method::DELETE, ["snapshots", name]) => snapshots::delete(state, &req, Scope::Full, name).await,
         (&Method::PUT, ["collections", c, "snapshots", "recover"]) => recovery::recover(state, &req, c, None).await,
         (&Method::PUT, ["collections", c, "shards", s, "snapshots", "recover"]) => {
             recovery::recover(state, &req, c, Some(s)).await
         }
         (&Method::POST, ["collections", c, "snapshots"]) => snapshots::create_collection(state, &req, c).await,
-        (&Method::GET, ["collections", c, "snapshots"]) => snapshots::list(state, &req, Scope::Collection(c)),
+        (&Method::GET, ["collections", c, "snapshots"]) => snapshots::list(state, &req, Scope::Collection(c)).await,
         (&Method::GET, ["collections", c, "snapshots", name]) => {
             snapshots::download(state, &req, Scope::Collection(c), name).await
         }
         (&Method::DELETE, ["collections", c, "snapshots", name]) => {
-            snapshots::delete(state, &req, Scope::Collection(c), name)
+            snapshots::delete(state, &req, Scope::Collection(c), name).await
         }
         (&Method::POST, ["collections", c, "shards", s, "snapshots"]) => {
             snapshots::create_shard(state, &req, c, s).await
         }
         (&Method::GET, ["collections", c, "shards", s, "snapshots"]) => {
-            snapshots::list(state, &req, Scope::Shard(c, s))
+            snapshots::list(state, &req, Scope::Shard(c, s)).await
         }
         (&Method::GET, ["collections", c, "shards", s, "snapshots", name]) => {
             snapshots::download(state, &req, Scope::Shard(c, s), name).await
         }
         (&Method::DELETE, ["collections", c, "shards", s, "snapshots", name]) => {
-            snapshots::delete(state, &req, Scope::Shard(c, s), name)
+            snapshots::delete(state, &req, Scope::Shard(c, s), name).await
         }
         (&Method::GET, ["collections", c, "shards", s, "snapshot"]) => snapshots::stream_shard(state, &req, c, s).await,
         (&Method::PUT, ["collections", c]) => collections::create(state, &req, c).await,

@@ -290,10 +290,90 @@ pub async fn recover(
                 return Err(e.into());
             }
         }
+    } else if body.location.starts_with("s3://") || !body.location.contains("://") {
+        stored_source(state, &body.location, &target).await?
     } else {
-        return Err(ApiError::bad("location must be a file:// or http(s):// URL"));
+        return Err(ApiError::bad(
+            "location must be a file://, http(s):// or s3:// URL, or the name of a stored snapshot",
+        ));
     };
     finish(state, target, source, checksum, wait, req.started).await
+}
+
+/// A snapshot of the configured snapshot storage: `s3://<bucket>/<key>` (the configured bucket,
+/// under its `snapshots/` folder), or a bare snapshot name, looked up in the target collection's
+/// (or shard's) snapshot folder, in S3 or on local disk, whichever the storage is.
+/// S3 objects are downloaded to `temp_path` and checked against their checksum object.
+async fn stored_source(state: &Arc<AppState>, location: &str, target: &Target) -> Result<Source, ApiError> {
+    let (collection, shard) = match target {
+        Target::Collection(c) => (c.as_str(), None),
+        Target::Shard(c, s) => (c.as_str(), Some(*s)),
+    };
+    let rel = match location.strip_prefix("s3://") {
+        Some(rest) => {
+            let s3 = state
+                .s3
+                .as_ref()
+                .ok_or_else(|| ApiError::bad("s3:// locations need storage.snapshots_config.snapshots_storage: s3"))?;
+            let (bucket, key) = rest
+                .split_once('/')
+                .ok_or_else(|| ApiError::bad("an s3:// location is s3://<bucket>/<key>"))?;
+            let store = s3.store();
+            let rel = key
+                .strip_prefix(store.key("").as_str())
+                .filter(|r| r.starts_with("snapshots/"))
+                .filter(|r| r.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+            match rel {
+                Some(rel) if bucket == store.bucket() => rel.to_string(),
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "only snapshots under s3://{}/{}snapshots/ can be recovered",
+                            store.bucket(),
+                            store.key("")
+                        ),
+                    ));
+                }
+            }
+        }
+        None => {
+            crate::snapshots::validate_name(location)?;
+            let dir = match shard {
+                None => crate::snapshots_s3::S3Snapshots::collection_dir(collection),
+                Some(s) => crate::snapshots_s3::S3Snapshots::shard_dir(collection, s),
+            };
+            if state.s3.is_none() {
+                let local = match shard {
+                    None => state.snapshots.collection_dir(collection),
+                    Some(s) => state.snapshots.shard_dir(collection, s),
+                };
+                return Ok(Source {
+                    path: state.snapshots.path(&local, location)?,
+                    sha256: None,
+                    temporary: false,
+                });
+            }
+            format!("{dir}{location}")
+        }
+    };
+    let s3 = state.s3.clone().expect("checked above");
+    let dest = temp_file(state, "s3-download")?;
+    let (d2, limit, handle) = (dest.clone(), max_unpacked(state), tokio::runtime::Handle::current());
+    let fetched = tokio::task::spawn_blocking(move || s3.fetch(&handle, &rel, &d2, limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match fetched {
+        Ok(sha) => Ok(Source {
+            path: dest,
+            sha256: Some(sha),
+            temporary: true,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&dest);
+            Err(e.into())
+        }
+    }
 }
 
 /// `POST /collections/{c}/snapshots/upload` and the shard variant: the `snapshot` field of a

@@ -16,29 +16,22 @@ use super::models::UpdateParams;
 use super::response::{self, ApiError, Body};
 use super::{AppState, Request};
 use crate::snapshots::{SnapshotError, collection_archive, stamp};
+use crate::snapshots_s3::S3Snapshots;
+use quiver_io::s3::S3Error;
 use quiver_io::snapshot::full_archive;
 
 impl From<SnapshotError> for ApiError {
     fn from(e: SnapshotError) -> Self {
         match e {
-            SnapshotError::InvalidName(_) => ApiError::bad(e.to_string()),
+            SnapshotError::InvalidName(_) | SnapshotError::ChecksumMismatch { .. } => ApiError::bad(e.to_string()),
             SnapshotError::NotFound(_) => ApiError::not_found(e.to_string()),
+            SnapshotError::S3(S3Error::NotFound(ref key)) => ApiError::not_found(format!("Snapshot {key} not found")),
+            SnapshotError::S3(S3Error::Request { status: Some(416), .. }) => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string())
+            }
+            SnapshotError::S3(S3Error::TooLarge { .. }) => ApiError::bad(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
-    }
-}
-
-/// S3 snapshot storage is configured but not implemented yet: refuse clearly rather than
-/// silently keeping the snapshots on local disk.
-fn require_local_storage(state: &AppState) -> Result<(), ApiError> {
-    match state.settings.storage.snapshots_config.snapshots_storage.as_str() {
-        "local" => Ok(()),
-        other => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "storage.snapshots_config.snapshots_storage `{other}` is not supported by this server yet; only `local` is"
-            ),
-        )),
     }
 }
 
@@ -68,21 +61,43 @@ where
     Ok(response::accepted(req.started))
 }
 
-pub async fn create_collection(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
-    require_local_storage(state)?;
-    let wait = wait_param(req)?;
-    let c = state.collection(name)?;
+/// Where the snapshots a route addresses are kept: a local folder, or a folder of the S3 store.
+pub enum Place {
+    /// A folder under `snapshots_path`.
+    Local(PathBuf),
+    /// A relative key folder (ending in `/`) in the S3 store.
+    S3(Arc<S3Snapshots>, String),
+}
+
+/// Writes `archive` as a new snapshot in `place` (on a blocking thread).
+async fn store_archive(
+    state: &AppState,
+    place: Place,
+    prefix: String,
+    with_node: bool,
+    archive: quiver_io::Archive,
+) -> Result<crate::snapshots::SnapshotDescription, ApiError> {
     let snaps = state.snapshots.clone();
+    let handle = tokio::runtime::Handle::current();
+    let created = tokio::task::spawn_blocking(move || match place {
+        Place::Local(dir) => snaps.create(&dir, &prefix, with_node, archive),
+        Place::S3(s3, dir) => s3.create(&handle, &dir, &prefix, with_node, archive),
+    })
+    .await
+    .map_err(join_err)?;
+    Ok(created?)
+}
+
+pub async fn create_collection(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
+    let wait = wait_param(req)?;
+    let place = place(state, &Scope::Collection(name))?;
+    let c = state.collection(name)?;
+    let st = state.clone();
     run_or_accept(req, wait, async move {
         let pin = c.pin().await?;
         let cname = c.name().to_string();
         let archive = collection_archive(&cname, &pin.config, pin.shards, None)?;
-        let dir = snaps.collection_dir(&cname);
-        Ok(
-            tokio::task::spawn_blocking(move || snaps.create(&dir, &cname, true, archive))
-                .await
-                .map_err(join_err)??,
-        )
+        store_archive(&st, place, cname, true, archive).await
     })
     .await
 }
@@ -93,31 +108,25 @@ pub async fn create_shard(
     name: &str,
     shard: &str,
 ) -> Result<Response<Body>, ApiError> {
-    require_local_storage(state)?;
     let wait = wait_param(req)?;
+    let place = place(state, &Scope::Shard(name, shard))?;
     let shard = parse_shard(shard)?;
     let c = state.collection(name)?;
-    let snaps = state.snapshots.clone();
+    let st = state.clone();
     run_or_accept(req, wait, async move {
         let files = c.pin_shard(shard).await?;
         let cname = c.name().to_string();
         let archive = collection_archive(&cname, &c.config(), vec![(shard, files)], Some(shard))?;
-        let dir = snaps.shard_dir(&cname, shard);
-        let prefix = format!("{cname}-shard-{shard}");
-        Ok(
-            tokio::task::spawn_blocking(move || snaps.create(&dir, &prefix, true, archive))
-                .await
-                .map_err(join_err)??,
-        )
+        store_archive(&st, place, format!("{cname}-shard-{shard}"), true, archive).await
     })
     .await
 }
 
 pub async fn create_full(state: &Arc<AppState>, req: &Request) -> Result<Response<Body>, ApiError> {
-    require_local_storage(state)?;
     let wait = wait_param(req)?;
+    let place = place(state, &Scope::Full)?;
     let engine = state.engine.clone();
-    let snaps = state.snapshots.clone();
+    let st = state.clone();
     run_or_accept(req, wait, async move {
         let ts = stamp();
         let mut members = Vec::new();
@@ -127,17 +136,12 @@ pub async fn create_full(state: &Arc<AppState>, req: &Request) -> Result<Respons
             let archive = collection_archive(&name, &pin.config, pin.shards, None)?;
             members.push((
                 name.clone(),
-                format!("{name}-{}-{ts}.snapshot", snaps.node_id()),
+                format!("{name}-{}-{ts}.snapshot", st.snapshots.node_id()),
                 archive,
             ));
         }
         let archive = full_archive(members, engine.aliases()).map_err(SnapshotError::from)?;
-        let dir = snaps.root().to_path_buf();
-        Ok(
-            tokio::task::spawn_blocking(move || snaps.create(&dir, "full-snapshot", false, archive))
-                .await
-                .map_err(join_err)??,
-        )
+        store_archive(&st, place, "full-snapshot".to_string(), false, archive).await
     })
     .await
 }
@@ -153,30 +157,50 @@ pub enum Scope<'a> {
     Full,
 }
 
-fn scope_dir(state: &AppState, scope: &Scope<'_>) -> Result<PathBuf, ApiError> {
-    require_local_storage(state)?;
-    Ok(match scope {
-        Scope::Collection(c) => state.snapshots.collection_dir(state.collection(c)?.name()),
+/// Resolves a scope (the collection must exist, the shard must be one of it) to its place.
+pub fn place(state: &AppState, scope: &Scope<'_>) -> Result<Place, ApiError> {
+    let (local, rel) = match scope {
+        Scope::Collection(c) => {
+            let name = state.collection(c)?.name().to_string();
+            (state.snapshots.collection_dir(&name), S3Snapshots::collection_dir(&name))
+        }
         Scope::Shard(c, s) => {
             let coll: Arc<Collection> = state.collection(c)?;
             let shard = parse_shard(s)?;
             if shard >= coll.config().shard_number {
                 return Err(ApiError::not_found(format!("Shard {shard} does not exist")));
             }
-            state.snapshots.shard_dir(coll.name(), shard)
+            (
+                state.snapshots.shard_dir(coll.name(), shard),
+                S3Snapshots::shard_dir(coll.name(), shard),
+            )
         }
-        Scope::Full => state.snapshots.root().to_path_buf(),
+        Scope::Full => (state.snapshots.root().to_path_buf(), S3Snapshots::full_dir()),
+    };
+    Ok(match &state.s3 {
+        Some(s3) => Place::S3(s3.clone(), rel),
+        None => Place::Local(local),
     })
 }
 
-pub fn list(state: &Arc<AppState>, req: &Request, scope: Scope<'_>) -> Result<Response<Body>, ApiError> {
-    let dir = scope_dir(state, &scope)?;
-    Ok(response::ok(&state.snapshots.list(&dir)?, req.started))
+pub async fn list(state: &Arc<AppState>, req: &Request, scope: Scope<'_>) -> Result<Response<Body>, ApiError> {
+    let listed = match place(state, &scope)? {
+        Place::Local(dir) => state.snapshots.list(&dir)?,
+        Place::S3(s3, dir) => s3.list(&dir).await?,
+    };
+    Ok(response::ok(&listed, req.started))
 }
 
-pub fn delete(state: &Arc<AppState>, req: &Request, scope: Scope<'_>, name: &str) -> Result<Response<Body>, ApiError> {
-    let dir = scope_dir(state, &scope)?;
-    state.snapshots.delete(&dir, name)?;
+pub async fn delete(
+    state: &Arc<AppState>,
+    req: &Request,
+    scope: Scope<'_>,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    match place(state, &scope)? {
+        Place::Local(dir) => state.snapshots.delete(&dir, name)?,
+        Place::S3(s3, dir) => s3.delete(&dir, name).await?,
+    }
     Ok(response::ok(&true, req.started))
 }
 
@@ -205,7 +229,10 @@ pub async fn download(
     scope: Scope<'_>,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let dir = scope_dir(state, &scope)?;
+    let dir = match place(state, &scope)? {
+        Place::Local(dir) => dir,
+        Place::S3(s3, dir) => return download_s3(&s3, req, &dir, name).await,
+    };
     let path = state.snapshots.path(&dir, name)?;
     let mut file = std::fs::File::open(&path).map_err(|e| ApiError::internal(e.to_string()))?;
     let len = file.metadata().map_err(|e| ApiError::internal(e.to_string()))?.len();
@@ -281,6 +308,39 @@ pub async fn download(
     Ok(r)
 }
 
+/// Streams a snapshot from S3, passing `Range` through to `GetObject`.
+async fn download_s3(s3: &S3Snapshots, req: &Request, dir: &str, name: &str) -> Result<Response<Body>, ApiError> {
+    let dl = s3.download(dir, name, req.range.as_deref()).await?;
+    let (tx, body) = response::channel(4);
+    let mut stream = dl.body;
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            let failed = chunk.is_err();
+            if tx.send(chunk.map_err(std::io::Error::other)).await.is_err() || failed {
+                return; // client went away, or the store's stream broke (the body then errors)
+            }
+        }
+    });
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, dl.content_length.into());
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
+    if let Some(range) = dl.content_range.filter(|_| req.range.is_some()) {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        r.headers_mut().insert(
+            header::CONTENT_RANGE,
+            range
+                .parse()
+                .map_err(|_| ApiError::internal("S3 returned an invalid Content-Range"))?,
+        );
+    }
+    Ok(r)
+}
+
 struct ChannelSink(mpsc::Sender<std::io::Result<Bytes>>);
 
 impl Sink for ChannelSink {
@@ -299,7 +359,6 @@ pub async fn stream_shard(
     name: &str,
     shard: &str,
 ) -> Result<Response<Body>, ApiError> {
-    require_local_storage(state)?;
     let shard = parse_shard(shard)?;
     let c = state.collection(name)?;
     let files = c.pin_shard(shard).await?;
