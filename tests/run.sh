@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's whole test run, as the README's second command. On a fresh machine it installs
-# what the tests need (a Python virtualenv with the official qdrant-client, numpy and pytest),
-# then checks formatting and lints, runs every Rust test of the workspace, builds the server and
-# runs the Python compatibility suite against it. It ends with one "N passed, N failed" line.
+# what the tests need (a Python virtualenv with the official qdrant-client, numpy, pytest and
+# moto's S3 server), then checks formatting and lints, runs every Rust test of the workspace,
+# builds the server and runs the Python compatibility suite against it. It ends with one
+# "N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,10 +13,14 @@ cargo --version
 rustc --version
 
 echo "== python test environment (.venv)"
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import qdrant_client, numpy, pytest' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/moto_server ] \
+   || ! .venv/bin/python -c 'import qdrant_client, numpy, pytest, moto, flask' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
+# The S3 tests start moto_server (an S3 server from PyPI) from here; s3s-fs runs in-process.
+export PATH="$root/.venv/bin:$PATH"
+export MOTO_SERVER="$root/.venv/bin/moto_server"
 .venv/bin/python -c 'import qdrant_client, numpy; print("qdrant-client", qdrant_client.__version__ if hasattr(qdrant_client, "__version__") else "?", "numpy", numpy.__version__)' || true
 
 echo "== cargo fmt --check"

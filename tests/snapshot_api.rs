@@ -545,33 +545,41 @@ fn temp_path_stages_the_archive_and_moves_it_across_filesystems() {
     assert_eq!(open_unpacked(&unpacked, "t").len(), 2000);
 }
 
+/// A snapshot storage that cannot work stops the server at start-up with a clear message,
+/// rather than snapshots silently going elsewhere.
 #[test]
-fn s3_snapshot_storage_is_refused_clearly_until_implemented() {
+fn unusable_snapshot_storage_config_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &[("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "s3")],
-    );
-    s.ok(
-        "PUT",
-        "/collections/c",
-        Some(json!({"vectors": {"size": 2, "distance": "Dot"}})),
-    );
-    for (method, path) in [
-        ("POST", "/collections/c/snapshots"),
-        ("GET", "/collections/c/snapshots"),
-        ("POST", "/snapshots"),
-        ("GET", "/snapshots"),
-    ] {
-        let (st, v) = s.call(method, path, None);
-        assert_error(st, &v, 501, path);
-        assert!(
-            v["status"]["error"].as_str().unwrap().contains("snapshots_storage"),
-            "{v}"
-        );
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "s3")],
+            "s3_config is not set",
+        ),
+        (
+            &[
+                ("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "s3"),
+                ("QDRANT__STORAGE__SNAPSHOTS_CONFIG__S3_CONFIG__BUCKET", "b"),
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+            ],
+            "credentials missing",
+        ),
+        (
+            &[("QDRANT__STORAGE__SNAPSHOTS_CONFIG__SNAPSHOTS_STORAGE", "ftp")],
+            "must be `local` or `s3`",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .current_dir(dir.path())
+            .env("QDRANT__SERVICE__HTTP_PORT", "0")
+            .env("QDRANT__SERVICE__HOST", "127.0.0.1")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{expected}: exits with an error");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
-    assert!(
-        !dir.path().join("snapshots/c").exists(),
-        "nothing silently written locally"
-    );
+    assert!(!dir.path().join("snapshots/c").exists());
 }

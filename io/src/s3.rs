@@ -276,6 +276,11 @@ impl S3Store {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.clone(),
             _ => match status {
+                // HEAD answers carry no error body: say what a bare 403 means.
+                Some(403) => format!(
+                    "HTTP 403: access denied (wrong credentials, or no permission on the bucket): {}",
+                    DisplayErrorContext(&e)
+                ),
                 Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(&e)),
                 None => DisplayErrorContext(&e).to_string(),
             },
@@ -446,9 +451,30 @@ impl S3Store {
         self.pending_aborts.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Checks that the bucket exists and the credentials open it (`HeadBucket`), so that a
+    /// wrong bucket is reported as such: some S3-compatible servers would otherwise create
+    /// objects in a bucket nobody created.
+    pub async fn check_bucket(&self) -> Result<(), S3Error> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match self.error("HeadBucket", "", e) {
+                S3Error::NotFound(_) => S3Error::Request {
+                    op: "HeadBucket",
+                    bucket: self.bucket.clone(),
+                    key: String::new(),
+                    status: Some(404),
+                    code: Some("NoSuchBucket".into()),
+                    message: format!("NoSuchBucket: bucket `{}` does not exist", self.bucket),
+                },
+                other => other,
+            }),
+        }
+    }
+
     /// Starts a multipart upload of `rel` for an archive of `size` bytes. Blocking.
     pub fn upload(&self, handle: &Handle, rel: &str, size: u64) -> Result<MultipartUpload<'_>, S3Error> {
         handle.block_on(self.retry_pending_aborts());
+        handle.block_on(self.check_bucket())?;
         let key = self.key(rel);
         let created = handle
             .block_on(
@@ -535,7 +561,13 @@ impl S3Store {
 
     /// Downloads `rel` into a new file `dest`, hashing on the way; fails beyond `max_bytes`.
     /// Returns the hex SHA-256 and the size. Blocking.
-    pub fn download_to(&self, handle: &Handle, rel: &str, dest: &Path, max_bytes: u64) -> Result<(String, u64), S3Error> {
+    pub fn download_to(
+        &self,
+        handle: &Handle,
+        rel: &str,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<(String, u64), S3Error> {
         let key = self.key(rel);
         let mut dl = handle.block_on(self.get(rel, None))?;
         if dl.content_length > max_bytes {
@@ -577,7 +609,10 @@ impl S3Store {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{}-{nanos:x}", std::process::id())
 }
 
@@ -639,8 +674,10 @@ impl MultipartUpload<'_> {
         let Some(joined) = self.handle.block_on(self.running.join_next()) else {
             return Ok(());
         };
-        let (n, etag, bytes) = joined.map_err(|e| S3Error::Io(io::Error::other(format!("part task failed: {e}"))))??;
-        self.parts.push(CompletedPart::builder().part_number(n).e_tag(etag).build());
+        let (n, etag, bytes) =
+            joined.map_err(|e| S3Error::Io(io::Error::other(format!("part task failed: {e}"))))??;
+        self.parts
+            .push(CompletedPart::builder().part_number(n).e_tag(etag).build());
         // The SDK has dropped its references once the request finished: the buffer comes back
         // without a copy. Should one still be shared, the next part simply allocates.
         if let Ok(b) = bytes.try_into_mut() {
@@ -730,6 +767,21 @@ impl MultipartUpload<'_> {
             );
             if let Err(e) = completed {
                 let err = self.store.error("CompleteMultipartUpload", &self.key, e);
+                // The completion may have taken effect even though its answer was lost or could
+                // not be parsed (a dropped connection; some servers answer with another XML
+                // root). The object then exists, whole: keep it rather than report a failure
+                // for a snapshot that is in fact there.
+                let rel_key = self
+                    .key
+                    .strip_prefix(&self.store.prefix)
+                    .unwrap_or(&self.key)
+                    .to_string();
+                if let Ok(Some(o)) = self.handle.block_on(self.store.head(&rel_key))
+                    && o.size == summary.size
+                {
+                    tracing::warn!(error = %err, key = %self.key, "CompleteMultipartUpload answered with an error, but the object is complete; kept");
+                    return Ok(());
+                }
                 let _ = self.handle.block_on(self.store.delete(&checksum_rel));
                 return Err(err);
             }
@@ -755,7 +807,11 @@ impl MultipartUpload<'_> {
         self.finished = true;
         self.running.abort_all();
         while self.handle.block_on(self.running.join_next()).is_some() {}
-        if let Err(e) = self.handle.block_on(self.store.abort(&self.key, &self.upload_id)) {
+        let aborted = match self.handle.block_on(self.store.abort(&self.key, &self.upload_id)) {
+            Err(S3Error::NotFound(_)) => Ok(()), // no such upload (any more): nothing to abort
+            other => other,
+        };
+        if let Err(e) = aborted {
             tracing::warn!(error = %e, key = %self.key, upload_id = %self.upload_id,
                 "multipart upload could not be aborted now; retried before the next snapshot");
             self.store

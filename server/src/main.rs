@@ -119,27 +119,29 @@ fn run(settings: Settings, args: &Args) -> Result<(), String> {
             settings.storage.snapshots_path.display()
         )
     })?;
-    let s3 = match settings.storage.snapshots_config.snapshots_storage.as_str() {
-        "local" => None,
-        "s3" => {
-            let cfg = settings.storage.snapshots_config.s3_config.clone().ok_or(
-                "snapshots_storage is `s3` but storage.snapshots_config.s3_config is not set".to_string(),
-            )?;
-            let store = quiver_io::s3::S3Store::new(&cfg).map_err(|e| e.to_string())?;
-            tracing::info!(bucket = %cfg.bucket, endpoint = ?cfg.endpoint_url, part_size = store.part_size(),
+    let s3 =
+        match settings.storage.snapshots_config.snapshots_storage.as_str() {
+            "local" => None,
+            "s3" => {
+                let cfg =
+                    settings.storage.snapshots_config.s3_config.clone().ok_or(
+                        "snapshots_storage is `s3` but storage.snapshots_config.s3_config is not set".to_string(),
+                    )?;
+                let store = quiver_io::s3::S3Store::new(&cfg).map_err(|e| e.to_string())?;
+                tracing::info!(bucket = %cfg.bucket, endpoint = ?cfg.endpoint_url, part_size = store.part_size(),
                 parts_in_flight = store.parts_in_flight(), "snapshots are stored in S3");
-            Some(Arc::new(snapshots_s3::S3Snapshots::new(
-                store,
-                snapshots.node_id(),
-                settings.storage.temp_path.clone(),
-            )))
-        }
-        other => {
-            return Err(format!(
-                "storage.snapshots_config.snapshots_storage must be `local` or `s3`, not `{other}`"
-            ));
-        }
-    };
+                Some(Arc::new(snapshots_s3::S3Snapshots::new(
+                    store,
+                    snapshots.node_id(),
+                    settings.storage.temp_path.clone(),
+                )))
+            }
+            other => {
+                return Err(format!(
+                    "storage.snapshots_config.snapshots_storage must be `local` or `s3`, not `{other}`"
+                ));
+            }
+        };
     let state = Arc::new(api::AppState::new(engine.clone(), Arc::new(snapshots), s3, settings));
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;

@@ -80,7 +80,13 @@ impl S3Snapshots {
         "snapshots/".to_string()
     }
 
-    fn reserve(&self, handle: &Handle, dir: &str, prefix: &str, with_node: bool) -> Result<(String, Reservation<'_>), SnapshotError> {
+    fn reserve(
+        &self,
+        handle: &Handle,
+        dir: &str,
+        prefix: &str,
+        with_node: bool,
+    ) -> Result<(String, Reservation<'_>), SnapshotError> {
         let stem = if with_node {
             format!("{prefix}-{}-{}", self.node_id, stamp())
         } else {
@@ -100,7 +106,10 @@ impl S3Snapshots {
                 }
                 reserved.insert(key.clone());
             }
-            let reservation = Reservation { owner: self, key: key.clone() };
+            let reservation = Reservation {
+                owner: self,
+                key: key.clone(),
+            };
             if handle.block_on(self.store.head(&key))?.is_none() {
                 return Ok((name, reservation));
             }

@@ -18,8 +18,14 @@ pub struct Server {
 impl Server {
     /// Starts `quiver` with its storage under `dir` and extra environment variables.
     pub fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        Self::start_with_args(dir, extra_env, &[])
+    }
+
+    /// Starts `quiver` with command-line arguments too.
+    pub fn start_with_args(dir: &Path, extra_env: &[(&str, &str)], args: &[&str]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        cmd.args(args);
         cmd.current_dir(dir)
             .env("QDRANT__SERVICE__HOST", "127.0.0.1")
             .env("QDRANT__SERVICE__HTTP_PORT", port.to_string())

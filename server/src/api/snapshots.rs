@@ -162,7 +162,10 @@ pub fn place(state: &AppState, scope: &Scope<'_>) -> Result<Place, ApiError> {
     let (local, rel) = match scope {
         Scope::Collection(c) => {
             let name = state.collection(c)?.name().to_string();
-            (state.snapshots.collection_dir(&name), S3Snapshots::collection_dir(&name))
+            (
+                state.snapshots.collection_dir(&name),
+                S3Snapshots::collection_dir(&name),
+            )
         }
         Scope::Shard(c, s) => {
             let coll: Arc<Collection> = state.collection(c)?;
