@@ -8,82 +8,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use quiver_engine::{
-    Collection, CollectionConfig, Distance, Engine, EngineOptions, PointId, PointStruct, PointVectors,
-};
+use quiver_benches::{DIM, PeakRss, load, pinned_archive};
+use quiver_engine::Collection;
 use quiver_io::Backend;
-use quiver_io::snapshot::{PinnedMember, collection_archive};
-
-const DIM: usize = 768;
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 4096
-}
-
-fn load(dir: &Path, gib: f64) -> (Engine, Arc<Collection>, u64) {
-    let n = (gib * (1u64 << 30) as f64 / (DIM * 4) as f64) as u64;
-    let engine = Engine::open(EngineOptions::new(dir)).unwrap();
-    let mut cfg = CollectionConfig::single(DIM, Distance::Dot);
-    cfg.segment_max_points = 100_000;
-    let c = engine.create_collection("snap", cfg).unwrap();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for start in (0..n).step_by(2000) {
-        let pts = (start..(start + 2000).min(n))
-            .map(|i| {
-                let v = (0..DIM)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        (x % 1000) as f32 / 1000.0
-                    })
-                    .collect();
-                PointStruct {
-                    id: PointId::Num(i),
-                    vector: PointVectors::Single(v),
-                    payload: None,
-                }
-            })
-            .collect();
-        pollster::block_on(c.upsert(pts, false)).unwrap();
-    }
-    pollster::block_on(c.flush()).unwrap();
-    (engine, c, n)
-}
 
 fn snapshot_once(c: &Collection, out: &Path, backend: Backend) -> u64 {
-    let pin = pollster::block_on(c.pin()).unwrap();
-    let config = serde_json::to_value(&pin.config).unwrap();
-    let shards = pin
-        .shards
-        .into_iter()
-        .map(|(id, files)| {
-            (
-                id,
-                files
-                    .into_iter()
-                    .map(|f| PinnedMember {
-                        path: f.path,
-                        file: f.file,
-                        size: f.size,
-                        crc32: f.crc32,
-                    })
-                    .collect(),
-            )
-        })
-        .collect();
-    let archive = collection_archive("snap", &config, shards, None).unwrap();
+    let archive = pinned_archive(c);
     let _ = std::fs::remove_file(out);
     let s = quiver_io::write_to_path(archive, out, backend).unwrap();
     s.size
@@ -136,22 +69,9 @@ fn bench(c: &mut Criterion) {
     let tar_dst = dir.path().join("copy.tar");
 
     // Peak RSS growth while one snapshot runs (sampled every 2 ms).
-    let before = rss_bytes();
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let rss = PeakRss::start();
     snapshot_once(&coll, &out, Backend::Auto);
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(before);
+    let growth = rss.stop();
 
     // Ratios from medians of three runs each, measured here, in this run.
     let time = |f: &mut dyn FnMut()| {
