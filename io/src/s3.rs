@@ -90,6 +90,11 @@ pub struct S3Config {
     /// Attempts per request, including the first (default 5).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Whether part bodies are hashed into the SigV4 signature. Default: only over plain
+    /// `http://`, as botocore does; over `https://` TLS already protects the bytes in transit.
+    /// Either way the whole archive's SHA-256 is stored and checked on recovery.
+    #[serde(default)]
+    pub payload_signing: Option<bool>,
 }
 
 /// Why an S3 operation failed.
@@ -184,6 +189,7 @@ pub struct S3Store {
     prefix: String,
     part_size: u64,
     parts_in_flight: usize,
+    sign_payload: bool,
     /// Multipart uploads (key, upload id) whose abort failed; retried before the next write.
     pending_aborts: Mutex<Vec<(String, String)>>,
 }
@@ -228,6 +234,9 @@ impl S3Store {
             // client CPU and headers that some S3-compatible servers reject.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        let sign_payload = config
+            .payload_signing
+            .unwrap_or_else(|| endpoint.as_deref().is_some_and(|u| u.starts_with("http://")));
         if let Some(url) = endpoint {
             b = b.endpoint_url(url).force_path_style(true);
         }
@@ -242,6 +251,7 @@ impl S3Store {
             prefix,
             part_size,
             parts_in_flight: config.parts_in_flight.unwrap_or(4).max(1),
+            sign_payload,
             pending_aborts: Mutex::new(Vec::new()),
         })
     }
@@ -713,19 +723,23 @@ impl MultipartUpload<'_> {
             }
         };
         let (bucket, key) = (self.store.bucket.clone(), self.key.clone());
+        let sign_payload = self.store.sign_payload;
         self.running.spawn_on(
             async move {
-                let out = client
+                let request = client
                     .upload_part()
                     .bucket(bucket)
                     .key(key)
                     .upload_id(id)
                     .part_number(n)
                     .content_length(body.len() as i64)
-                    .body(ByteStream::from(body.clone()))
-                    .send()
-                    .await
-                    .map_err(store_err)?;
+                    .body(ByteStream::from(body.clone()));
+                let sent = if sign_payload {
+                    request.send().await
+                } else {
+                    request.customize().disable_payload_signing().send().await
+                };
+                let out = sent.map_err(store_err)?;
                 Ok((n, out.e_tag().unwrap_or_default().to_string(), body))
             },
             &self.handle,
