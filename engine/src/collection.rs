@@ -28,7 +28,7 @@ pub const CONFIG_FILE: &str = "config.json";
 /// What collection info reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectionInfo {
-    /// Always `green`: every shard is local and loaded.
+    /// `green`, or `yellow` while HNSW graphs are being built.
     pub status: &'static str,
     /// Live points.
     pub points_count: usize,
@@ -668,7 +668,11 @@ impl Collection {
     pub async fn info(&self) -> Result<CollectionInfo> {
         let stats = self.on_all_shards(|s| Ok(s.stats())).await?;
         Ok(CollectionInfo {
-            status: "green",
+            status: if stats.iter().any(|s| s.indexing) {
+                "yellow"
+            } else {
+                "green"
+            },
             points_count: stats.iter().map(|s| s.points).sum(),
             segments_count: stats.iter().map(|s| s.segments).sum(),
             config: (*self.config()).clone(),

@@ -42,7 +42,9 @@ pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod fsutil;
+pub mod hnsw;
 pub mod kernels;
+pub mod optimizer;
 pub mod payload_index;
 pub mod runtime;
 pub mod search;
@@ -57,7 +59,7 @@ pub use collection::{Collection, CollectionInfo};
 pub use engine::{AliasAction, Engine, EngineOptions};
 pub use error::{EngineError, Result};
 pub use filter::{Condition, FieldCondition, Filter, Match};
-pub use search::{PointsSelector, QueryVector, ScrollPage, ScrollRequest, SearchRequest};
+pub use search::{PointsSelector, QueryVector, ScrollPage, ScrollRequest, SearchParams, SearchRequest};
 pub use shard::PinnedFile;
 pub use types::{
     CollectionConfig, Distance, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointStruct, PointVectors,

@@ -39,7 +39,10 @@ pub struct Worker {
 impl Worker {
     /// The shard with this key, owned by this worker.
     pub fn shard(&mut self, key: ShardKey) -> Result<&mut Shard> {
-        self.shards.get_mut(&key).ok_or(EngineError::ShuttingDown)
+        let shard = self.shards.get_mut(&key).ok_or(EngineError::ShuttingDown)?;
+        // Graphs finished in the background are attached here, on the shard's own thread.
+        shard.absorb_indexes();
+        Ok(shard)
     }
 
     /// Adds a shard to this worker.

@@ -31,6 +31,17 @@ pub struct SearchRequest {
     pub with_payload: WithPayload,
     /// Vector selector.
     pub with_vector: WithVector,
+    /// Search parameters (`params` of Qdrant's requests).
+    pub params: SearchParams,
+}
+
+/// How to search (Qdrant's `params`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Candidates explored in the HNSW graph (default: the collection's `ef_construct`).
+    pub hnsw_ef: Option<usize>,
+    /// Scan exactly, ignoring the HNSW graphs.
+    pub exact: bool,
 }
 
 impl SearchRequest {
@@ -45,6 +56,7 @@ impl SearchRequest {
             score_threshold: None,
             with_payload: WithPayload::Bool(false),
             with_vector: WithVector::Bool(false),
+            params: SearchParams::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ use crate::bitset::BitSet;
 use crate::error::{EngineError, Result};
 use crate::filter::{Condition, Filter, PointView};
 use crate::fsutil;
+use crate::hnsw::{Graph, Vectors};
 use crate::kernels::Kernels;
 use crate::payload_index::FieldIndex;
 use crate::topk::{Hit, TopK};
@@ -155,6 +157,19 @@ pub struct SparseLayout {
     pub file: String,
 }
 
+/// An HNSW graph of one dense vector of a sealed segment (its file is also in `files`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswLayout {
+    /// Vector name.
+    pub name: String,
+    /// Graph file.
+    pub file: String,
+    /// `m` it was built with.
+    pub m: usize,
+    /// `ef_construct` it was built with.
+    pub ef_construct: usize,
+}
+
 /// The self-describing header of a sealed segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentManifest {
@@ -171,6 +186,9 @@ pub struct SegmentManifest {
     /// Every data file with its size and CRC32 (indexes and deletion bitsets are not listed:
     /// they are derived or generation-numbered).
     pub files: Vec<FileEntry>,
+    /// HNSW graphs built for this segment (added after sealing, by the index builder).
+    #[serde(default)]
+    pub hnsw: Vec<HnswLayout>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -194,6 +212,7 @@ pub struct Segment {
     /// Set when `deleted` changed since it was last persisted.
     pub deleted_dirty: bool,
     indexes: BTreeMap<String, FieldIndex>,
+    graphs: BTreeMap<String, Arc<Graph>>,
 }
 
 /// Directory name of a segment id.
@@ -256,6 +275,7 @@ impl Segment {
             deleted: BitSet::new(0),
             deleted_dirty: false,
             indexes,
+            graphs: BTreeMap::new(),
         }
     }
 
@@ -642,6 +662,7 @@ impl Segment {
             dense,
             sparse,
             files,
+            hnsw: Vec::new(),
         };
         fsutil::write_synced(
             &dir.join(MANIFEST),
@@ -760,7 +781,17 @@ impl Segment {
             deleted,
             deleted_dirty: false,
             indexes: BTreeMap::new(),
+            graphs: BTreeMap::new(),
         };
+        for h in &manifest.hnsw {
+            // Graphs are derived data: one that cannot be read is rebuilt, not fatal.
+            match Graph::open(&dir.join(&h.file), n) {
+                Ok(g) => {
+                    seg.graphs.insert(h.name.clone(), Arc::new(g));
+                }
+                Err(e) => tracing::warn!(error = %e, "HNSW graph unusable; it will be rebuilt"),
+            }
+        }
         for (key, schema) in &config.payload_schema {
             let kind = schema.kind();
             let loaded = fs::read(dir.join(index_file_name(key)))
@@ -782,6 +813,39 @@ impl Segment {
     /// Directory of a sealed segment (`None` for the appendable one).
     pub fn directory(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// The HNSW graph of dense vector `name`, once built.
+    pub fn graph(&self, name: &str) -> Option<&Arc<Graph>> {
+        self.graphs.get(name)
+    }
+
+    /// Attaches a graph built for dense vector `name`.
+    pub fn attach_graph(&mut self, name: &str, graph: Arc<Graph>) {
+        if graph.len() == self.len() {
+            self.graphs.insert(name.to_string(), graph);
+        }
+    }
+
+    /// Points that have dense vector `name`.
+    pub fn dense_count(&self, name: &str) -> usize {
+        self.dense.get(name).map_or(0, |d| d.present.count_ones())
+    }
+
+    /// Dimension of dense vector `name`.
+    pub fn dense_dim(&self, name: &str) -> Option<usize> {
+        self.dense.get(name).map(|d| d.dim)
+    }
+
+    /// The dense vectors `name` as the HNSW code reads them.
+    pub fn vectors_view(&self, name: &str) -> Option<Vectors<'_>> {
+        let d = self.dense.get(name)?;
+        Some(Vectors {
+            data: d.data.as_slice(),
+            dim: d.dim,
+            distance: d.distance,
+            kernels: crate::kernels::active(),
+        })
     }
 }
 

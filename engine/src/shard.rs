@@ -108,6 +108,8 @@ pub struct ShardStats {
     pub points: usize,
     /// Segments, the appendable one included.
     pub segments: usize,
+    /// HNSW graphs are being built.
+    pub indexing: bool,
 }
 
 /// One shard (see the module docs).
@@ -123,6 +125,10 @@ pub struct Shard {
     generation: u64,
     version: u64,
     next_segment_id: u64,
+    /// Graphs built in the background for this shard's segments.
+    inbox: Arc<crate::optimizer::Inbox>,
+    /// (segment, vector) graphs already asked for.
+    requested: std::collections::HashSet<(u64, String)>,
 }
 
 fn wal_name(generation: u64) -> String {
@@ -186,8 +192,11 @@ impl Shard {
             generation: state.generation,
             version: state.version,
             next_segment_id: state.next_segment_id,
+            inbox: Arc::default(),
+            requested: Default::default(),
         };
         shard.rebuild_id_map();
+        shard.request_indexes();
         let replayed = replay.records.len();
         for (version, op) in replay.records {
             shard.apply(version, op)?;
@@ -204,6 +213,49 @@ impl Shard {
         ShardStats {
             points: self.id_map.len(),
             segments: self.segments.len(),
+            indexing: self.inbox.busy(),
+        }
+    }
+
+    /// Asks the background builder for the HNSW graphs sealed segments should have and lack:
+    /// segments whose vectors exceed `full_scan_threshold` (smaller ones are scanned exactly).
+    fn request_indexes(&mut self) {
+        let hnsw = self.config.hnsw();
+        if hnsw.m == 0 {
+            return;
+        }
+        let n_sealed = self.segments.len().saturating_sub(1);
+        for seg in &self.segments[..n_sealed] {
+            for name in self.config.vectors.0.keys() {
+                let Some(dim) = seg.dense_dim(name) else { continue };
+                if seg.graph(name).is_some()
+                    || seg.dense_count(name) < hnsw.full_scan_points(dim).max(1)
+                    || !self.requested.insert((seg.id, name.clone()))
+                {
+                    continue;
+                }
+                let Some(dir) = seg.directory() else { continue };
+                crate::optimizer::submit(crate::optimizer::Job {
+                    segment_dir: dir.to_path_buf(),
+                    segment: seg.id,
+                    vector: name.clone(),
+                    params: crate::hnsw::BuildParams {
+                        m: hnsw.m,
+                        ef_construct: hnsw.ef_construct,
+                        threads: std::thread::available_parallelism().map_or(2, |n| n.get()).min(4),
+                    },
+                    inbox: self.inbox.clone(),
+                });
+            }
+        }
+    }
+
+    /// Attaches graphs the background builder finished (called on the shard's own thread).
+    pub fn absorb_indexes(&mut self) {
+        for b in self.inbox.take() {
+            if let Some(seg) = self.segments.iter_mut().find(|s| s.id == b.segment) {
+                seg.attach_graph(&b.vector, b.graph);
+            }
         }
     }
 
@@ -463,6 +515,7 @@ impl Shard {
         if let Err(e) = remove_unreferenced(&self.dir, &state) {
             tracing::warn!(error = %e, "could not remove files of an older generation");
         }
+        self.request_indexes();
         Ok(())
     }
 
@@ -618,14 +671,36 @@ impl Shard {
             .collect();
         dense_names.sort_unstable();
         dense_names.dedup();
+        let hnsw = self.config.hnsw();
         for (si, seg) in self.segments.iter().enumerate() {
             for name in &dense_names {
                 let mut queries = Vec::new();
+                let graph = seg.graph(name).zip(seg.vectors_view(name));
                 for (r, top) in reqs.iter().zip(tops.iter_mut()) {
                     if let QueryVector::Dense(v) = &r.query
                         && r.using == *name
                     {
                         let mask = seg.mask(Some(name), r.filter.as_ref())?;
+                        // The graph when there is one and enough candidates pass the filter
+                        // for a graph walk to pay off; an exact scan otherwise (or on request).
+                        if let Some((g, vectors)) = graph
+                            && !r.params.exact
+                            && mask.count_ones() >= hnsw.full_scan_points(vectors.dim)
+                        {
+                            let want = r.offset.saturating_add(r.limit);
+                            let ef = r.params.hnsw_ef.unwrap_or(hnsw.ef_construct).max(want);
+                            let floor = threshold(r);
+                            for (score, off) in g.search(vectors, v, want, ef, Some(&mask)) {
+                                if score >= floor {
+                                    top.push(Hit {
+                                        score,
+                                        seg: si as u32,
+                                        off,
+                                    });
+                                }
+                            }
+                            continue;
+                        }
                         queries.push(DenseQuery {
                             vector: v,
                             mask,

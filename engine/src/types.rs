@@ -545,7 +545,48 @@ pub struct CollectionConfig {
     pub extra: Map<String, Value>,
 }
 
+/// HNSW settings of a collection (`hnsw_config`, as Qdrant's; kept in `extra`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswConfig {
+    /// Links per node (level 0 has twice as many). 0 disables the index.
+    pub m: usize,
+    /// Candidates considered while building.
+    pub ef_construct: usize,
+    /// Segments (and filtered candidate sets) whose vectors take fewer KiB than this are
+    /// searched exactly.
+    pub full_scan_threshold_kb: usize,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        HnswConfig {
+            m: 16,
+            ef_construct: 100,
+            full_scan_threshold_kb: 10_000,
+        }
+    }
+}
+
+impl HnswConfig {
+    /// Below this many points of `dim` dimensions, an exact scan is used.
+    pub fn full_scan_points(&self, dim: usize) -> usize {
+        self.full_scan_threshold_kb.saturating_mul(1024) / (dim.max(1) * 4)
+    }
+}
+
 impl CollectionConfig {
+    /// The HNSW settings, Qdrant's defaults filling what `hnsw_config` leaves out.
+    pub fn hnsw(&self) -> HnswConfig {
+        let mut c = HnswConfig::default();
+        if let Some(h) = self.extra.get("hnsw_config").and_then(Value::as_object) {
+            let get = |k: &str| h.get(k).and_then(Value::as_u64).map(|v| v as usize);
+            c.m = get("m").unwrap_or(c.m);
+            c.ef_construct = get("ef_construct").unwrap_or(c.ef_construct).max(4);
+            c.full_scan_threshold_kb = get("full_scan_threshold").unwrap_or(c.full_scan_threshold_kb);
+        }
+        c
+    }
+
     /// A collection with one unnamed dense vector.
     pub fn single(size: usize, distance: Distance) -> Self {
         CollectionConfig {

@@ -281,10 +281,9 @@ pub struct SearchBody {
     pub vector: NamedVectorStruct,
     #[serde(default)]
     pub filter: Option<Filter>,
-    /// Accepted for compatibility: search is exact, so HNSW parameters have no effect.
-    #[allow(dead_code)]
+    /// Qdrant's search `params` (`hnsw_ef`, `exact`).
     #[serde(default)]
-    pub params: Option<Value>,
+    pub params: Option<SearchParamsBody>,
     pub limit: usize,
     #[serde(default)]
     pub offset: Option<usize>,
@@ -317,10 +316,9 @@ pub struct Prefetch {
     pub using: Option<String>,
     #[serde(default)]
     pub filter: Option<Filter>,
-    /// Accepted for compatibility: search is exact, so HNSW parameters have no effect.
-    #[allow(dead_code)]
+    /// Qdrant's search `params` (`hnsw_ef`, `exact`).
     #[serde(default)]
-    pub params: Option<Value>,
+    pub params: Option<SearchParamsBody>,
     #[serde(default)]
     pub score_threshold: Option<f32>,
     #[serde(default)]
@@ -355,10 +353,9 @@ pub struct QueryBody {
     pub using: Option<String>,
     #[serde(default)]
     pub filter: Option<Filter>,
-    /// Accepted for compatibility: search is exact, so HNSW parameters have no effect.
-    #[allow(dead_code)]
+    /// Qdrant's search `params` (`hnsw_ef`, `exact`).
     #[serde(default)]
-    pub params: Option<Value>,
+    pub params: Option<SearchParamsBody>,
     #[serde(default)]
     pub score_threshold: Option<f32>,
     #[serde(default)]
@@ -404,4 +401,35 @@ pub struct UpdateParams {
     #[allow(dead_code)]
     #[serde(default)]
     pub timeout: Option<u64>,
+}
+
+/// Qdrant's search `params`. `quantization` and `indexed_only` are accepted; there is no
+/// quantization, and unindexed segments are always searched (exactly).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParamsBody {
+    #[serde(default)]
+    pub hnsw_ef: Option<usize>,
+    #[serde(default)]
+    pub exact: Option<bool>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub quantization: Option<Value>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub indexed_only: Option<bool>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub acorn: Option<Value>,
+}
+
+impl SearchParamsBody {
+    /// The engine's form.
+    pub fn to_engine(p: &Option<SearchParamsBody>) -> quiver_engine::SearchParams {
+        let p = p.clone().unwrap_or_default();
+        quiver_engine::SearchParams {
+            hnsw_ef: p.hnsw_ef.filter(|&e| e > 0),
+            exact: p.exact.unwrap_or(false),
+        }
+    }
 }

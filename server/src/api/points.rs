@@ -189,6 +189,7 @@ fn search_request(body: SearchBody) -> Result<SearchRequest, ApiError> {
         score_threshold: body.score_threshold,
         with_payload: body.with_payload.unwrap_or_default(),
         with_vector: body.with_vector.unwrap_or_default(),
+        params: super::models::SearchParamsBody::to_engine(&body.params),
     })
 }
 

@@ -12,7 +12,7 @@ use quiver_engine::{
 };
 use serde_json::Value;
 
-use super::models::{Prefetch, QueryBatchBody, QueryBody, unsupported};
+use super::models::{Prefetch, QueryBatchBody, QueryBody, SearchParamsBody, unsupported};
 use super::points::check_limit;
 use super::response::{self, ApiError, Body};
 use super::{AppState, Request};
@@ -97,6 +97,7 @@ struct Stage<'a> {
     offset: usize,
     with_payload: WithPayload,
     with_vector: WithVector,
+    params: quiver_engine::SearchParams,
 }
 
 impl<'a> Stage<'a> {
@@ -114,6 +115,7 @@ impl<'a> Stage<'a> {
             offset: body.offset.unwrap_or(0),
             with_payload: body.with_payload.clone().unwrap_or_default(),
             with_vector: body.with_vector.clone().unwrap_or_default(),
+            params: SearchParamsBody::to_engine(&body.params),
         })
     }
 
@@ -129,6 +131,7 @@ impl<'a> Stage<'a> {
             offset: 0,
             with_payload: WithPayload::Bool(false),
             with_vector: WithVector::Bool(false),
+            params: SearchParamsBody::to_engine(&p.params),
         })
     }
 }
@@ -272,6 +275,7 @@ fn evaluate<'a>(
                     score_threshold: s.score_threshold,
                     with_payload: s.with_payload.clone(),
                     with_vector: s.with_vector.clone(),
+                    params: s.params,
                 };
                 Ok(c.search(req).await?)
             }
@@ -353,6 +357,7 @@ fn plain_search(q: &QueryBody) -> Result<Option<SearchRequest>, ApiError> {
         score_threshold: stage.score_threshold,
         with_payload: stage.with_payload,
         with_vector: stage.with_vector,
+        params: stage.params,
     }))
 }
 
