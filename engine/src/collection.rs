@@ -34,6 +34,8 @@ pub struct CollectionInfo {
     pub points_count: usize,
     /// Segments over all shards (appendable ones included).
     pub segments_count: usize,
+    /// Vectors covered by HNSW graphs.
+    pub indexed_vectors_count: usize,
     /// The configuration.
     pub config: CollectionConfig,
 }
@@ -675,6 +677,7 @@ impl Collection {
             },
             points_count: stats.iter().map(|s| s.points).sum(),
             segments_count: stats.iter().map(|s| s.segments).sum(),
+            indexed_vectors_count: stats.iter().map(|s| s.indexed_vectors).sum(),
             config: (*self.config()).clone(),
         })
     }

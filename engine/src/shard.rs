@@ -110,6 +110,8 @@ pub struct ShardStats {
     pub segments: usize,
     /// HNSW graphs are being built.
     pub indexing: bool,
+    /// Vectors covered by an HNSW graph.
+    pub indexed_vectors: usize,
 }
 
 /// One shard (see the module docs).
@@ -214,6 +216,18 @@ impl Shard {
             points: self.id_map.len(),
             segments: self.segments.len(),
             indexing: self.inbox.busy(),
+            indexed_vectors: self
+                .segments
+                .iter()
+                .flat_map(|seg| {
+                    self.config
+                        .vectors
+                        .0
+                        .keys()
+                        .filter(|name| seg.graph(name).is_some())
+                        .map(|name| seg.dense_count(name))
+                })
+                .sum(),
         }
     }
 

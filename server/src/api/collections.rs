@@ -175,7 +175,7 @@ pub async fn get(state: &Arc<AppState>, req: &Request, name: &str) -> Result<Res
     let body = json!({
         "status": info.status,
         "optimizer_status": "ok",
-        "indexed_vectors_count": 0,
+        "indexed_vectors_count": info.indexed_vectors_count,
         "points_count": info.points_count,
         "segments_count": info.segments_count,
         "config": config,
