@@ -583,3 +583,99 @@ fn unusable_snapshot_storage_config_is_refused_at_start() {
     }
     assert!(!dir.path().join("snapshots/c").exists());
 }
+
+fn wait_indexed(s: &Server, c: &str, at_least: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = s.ok("GET", &format!("/collections/{c}"), None);
+        if info["status"] == "green" && info["indexed_vectors_count"].as_u64().unwrap() >= at_least {
+            return info;
+        }
+        assert!(std::time::Instant::now() < deadline, "never indexed: {info}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// HNSW graphs are part of the snapshot: a recovered collection is searchable through its
+/// graphs at once (green, every sealed vector indexed), with nothing rebuilt.
+#[test]
+fn hnsw_graphs_travel_with_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("QDRANT__STORAGE__SEGMENT_MAX_POINTS", "2000")]);
+    s.ok(
+        "PUT",
+        "/collections/h",
+        Some(json!({
+            "vectors": {"size": 16, "distance": "Euclid"},
+            "shard_number": 1,
+            "hnsw_config": {"m": 8, "ef_construct": 64, "full_scan_threshold": 1}
+        })),
+    );
+    let vec_of = |i: u64| -> Vec<f32> {
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 1000) as f32 / 100.0
+            })
+            .collect()
+    };
+    for chunk in 0..6u64 {
+        let points: Vec<Value> = (chunk * 1000..chunk * 1000 + 1000)
+            .map(|i| json!({"id": i, "vector": vec_of(i)}))
+            .collect();
+        s.ok(
+            "PUT",
+            "/collections/h/points?wait=true",
+            Some(json!({ "points": points })),
+        );
+    }
+    let info = wait_indexed(&s, "h", 4000);
+    let indexed = info["indexed_vectors_count"].as_u64().unwrap();
+    for i in [5u64, 1234, 4321] {
+        let hnsw = s.ok(
+            "POST",
+            "/collections/h/points/search",
+            Some(json!({"vector": vec_of(i), "limit": 1, "params": {"hnsw_ef": 64}})),
+        );
+        let exact = s.ok(
+            "POST",
+            "/collections/h/points/search",
+            Some(json!({"vector": vec_of(i), "limit": 1, "params": {"exact": true}})),
+        );
+        assert_eq!(hnsw[0]["score"], 0.0, "the point itself: {hnsw}");
+        assert_eq!(hnsw[0]["score"], exact[0]["score"]);
+    }
+    let (st, v) = s.call(
+        "POST",
+        "/collections/h/points/search",
+        Some(json!({"vector": vec_of(1), "limit": 1, "params": {"hnsw_eff": 64}})),
+    );
+    assert_error(st, &v, 400, "unknown search parameter");
+
+    let d = s.ok("POST", "/collections/h/snapshots", None);
+    let name = d["name"].as_str().unwrap();
+    let archive = dir.path().join("snapshots/h").join(name);
+    let listing = Command::new("tar").arg("-tf").arg(&archive).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.lines().any(|l| l.contains("/hnsw-")),
+        "graphs in the archive:\n{listing}"
+    );
+    s.ok(
+        "PUT",
+        "/collections/h2/snapshots/recover",
+        Some(json!({"location": format!("file://{}", archive.display())})),
+    );
+    let info2 = s.ok("GET", "/collections/h2", None);
+    assert_eq!(info2["status"], "green", "no rebuild: {info2}");
+    assert!(info2["indexed_vectors_count"].as_u64().unwrap() >= indexed, "{info2}");
+    let hit = s.ok(
+        "POST",
+        "/collections/h2/points/search",
+        Some(json!({"vector": vec_of(4321), "limit": 1})),
+    );
+    assert_eq!(hit[0]["id"], 4321);
+}
