@@ -357,8 +357,9 @@ impl Graph {
         let mut eps = vec![ep];
         for l in (0..=top.min(self.max_level)).rev() {
             let found = self.search_layer(v, q, &eps, ef, l, visited, None);
-            let cap = if l == 0 { self.m0 } else { self.m } as usize;
-            out[l as usize] = select(v, &found, cap);
+            // A new node takes `m` links on every level (as hnswlib does); level 0 lists grow
+            // to `2 m` through the reverse links of later nodes.
+            out[l as usize] = select(v, &found, self.m as usize);
             eps = found;
         }
         out
