@@ -36,7 +36,8 @@ echo "== cargo test --workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$log"
 
 echo "== python compatibility suite (official qdrant-client against target/debug/quiver)"
-cargo build --locked -p quiver-server --bin quiver
+# The test profile: the binary `cargo test` already built, not a second build of every crate.
+cargo build --locked --profile test -p quiver-server --bin quiver
 QUIVER_BIN="$root/target/debug/quiver" .venv/bin/python -m pytest -q tests/python 2>&1 | tee -a "$log"
 
 # Close with the totals of every runner, so the whole run is summarised in one line.
