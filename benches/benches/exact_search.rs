@@ -32,6 +32,8 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(EngineOptions::new(dir.path())).unwrap();
     let mut cfg = CollectionConfig::single(DIM, Distance::Dot);
+    // Exact search is what is measured here: no HNSW graphs.
+    cfg.extra.insert("hnsw_config".into(), serde_json::json!({"m": 0}));
     cfg.segment_max_points = 25_000;
     let coll = engine.create_collection("bench", cfg).unwrap();
     let mut rng = Rng(42);

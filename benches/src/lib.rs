@@ -28,13 +28,15 @@ pub fn rss_bytes() -> u64 {
 }
 
 /// Opens an engine in `dir` and fills collection `snap` with about `gib` GiB of pseudo-random
-/// `DIM`-d vectors in sealed segments of 100,000 points. Returns the engine, the collection and
+/// `DIM`-d vectors in sealed segments of 100,000 points (no HNSW graphs). Returns the engine, the collection and
 /// the number of points.
 pub fn load(dir: &Path, gib: f64) -> (Engine, Arc<Collection>, u64) {
     let n = (gib * (1u64 << 30) as f64 / (DIM * 4) as f64) as u64;
     let engine = Engine::open(EngineOptions::new(dir)).unwrap();
     let mut cfg = CollectionConfig::single(DIM, Distance::Dot);
     cfg.segment_max_points = 100_000;
+    // The snapshot benches measure the data files: no HNSW builds running alongside.
+    cfg.extra.insert("hnsw_config".into(), serde_json::json!({"m": 0}));
     let c = engine.create_collection("snap", cfg).unwrap();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for start in (0..n).step_by(2000) {

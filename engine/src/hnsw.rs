@@ -75,23 +75,28 @@ impl Vectors<'_> {
         &self.data[s..s + self.dim]
     }
 
-    #[inline]
+    #[inline(always)]
     fn score(&self, q: &[f32], i: u32) -> f32 {
         self.distance.raw_score(self.kernels, q, self.row(i))
     }
 
+    /// Prefetches a row: up to its first 8 cache lines (the hardware prefetcher follows on).
     #[inline]
     fn prefetch(&self, i: u32) {
         #[cfg(target_arch = "x86_64")]
         {
             let p = self.data.as_ptr().wrapping_add(i as usize * self.dim) as *const i8;
-            // A prefetch is a hint: it never faults, whatever the address.
-            #[allow(unused_unsafe)]
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(64));
+            let lines = (self.dim * 4).div_ceil(64).min(8);
+            for l in 0..lines {
+                // A prefetch is a hint: it never faults, whatever the address.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(l * 64));
+                }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
     }
 }
 
@@ -106,7 +111,7 @@ enum Words {
 }
 
 impl Words {
-    #[inline]
+    #[inline(always)]
     fn as_slice(&self) -> &[u32] {
         match self {
             Words::Owned(v) => v,
@@ -230,6 +235,23 @@ impl Graph {
     }
 
     #[inline]
+    fn prefetch_links(&self, i: u32, level: u32) {
+        #[cfg(target_arch = "x86_64")]
+        if level == 0 {
+            let w = self.m0 as usize + 1;
+            let p = self.layer0.as_slice().as_ptr().wrapping_add(i as usize * w) as *const i8;
+            // A prefetch is a hint: it never faults, whatever the address.
+            #[allow(unused_unsafe)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(64));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (i, level);
+    }
+
+    #[inline(always)]
     fn links(&self, i: u32, level: u32) -> &[u32] {
         if level == 0 {
             let w = self.m0 as usize + 1;
@@ -475,26 +497,33 @@ impl Graph {
             if results.len() >= ef && results.peek().is_some_and(|w| c.score < w.0.score) {
                 break;
             }
-            let links = self.links(c.id, level);
-            if let Some(&first) = links.first() {
-                v.prefetch(first);
+            // The next candidate's links are needed soon: start fetching them now.
+            if let Some(next) = candidates.peek() {
+                self.prefetch_links(next.id, level);
             }
-            for (j, &nb) in links.iter().enumerate() {
-                if let Some(&next) = links.get(j + 1) {
-                    v.prefetch(next);
+            // Gather the unvisited neighbours and prefetch all their vectors before scoring
+            // any: the loads overlap instead of each distance waiting for its own miss.
+            for links in self.links(c.id, level).chunks(128) {
+                let mut fresh = [0u32; 128];
+                let mut k = 0;
+                for &nb in links {
+                    if visited.insert(nb) {
+                        v.prefetch(nb);
+                        fresh[k] = nb;
+                        k += 1;
+                    }
                 }
-                if !visited.insert(nb) {
-                    continue;
-                }
-                let s = v.score(q, nb);
-                let worst = results.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
-                if results.len() < ef || s > worst {
-                    let cand = Cand { score: s, id: nb };
-                    candidates.push(cand);
-                    if ok(nb) {
-                        results.push(Reverse(cand));
-                        if results.len() > ef {
-                            results.pop();
+                for &nb in &fresh[..k] {
+                    let s = v.score(q, nb);
+                    let worst = results.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
+                    if results.len() < ef || s > worst {
+                        let cand = Cand { score: s, id: nb };
+                        candidates.push(cand);
+                        if ok(nb) {
+                            results.push(Reverse(cand));
+                            if results.len() > ef {
+                                results.pop();
+                            }
                         }
                     }
                 }
@@ -557,6 +586,38 @@ impl Graph {
         f.into_inner().map_err(|e| e.into_error())?.sync_all()
     }
 
+    /// Checks every level, offset, count and link of a mapped graph (one pass over the links),
+    /// so that a damaged file is refused at open instead of misdirecting searches.
+    fn validate(&self) -> Result<(), String> {
+        let n = self.n as usize;
+        let (m, m0) = (self.m as usize, self.m0 as usize);
+        let upper = self.upper.as_slice();
+        let starts = self.upper_start.as_slice();
+        for (i, &l) in self.levels.as_slice().iter().enumerate() {
+            if l > self.max_level {
+                return Err(format!("node {i} is above the top level"));
+            }
+            if l > 0 {
+                let s = starts[i] as usize;
+                if s.checked_add(l as usize * (m + 1)).is_none_or(|e| e > upper.len()) {
+                    return Err(format!("node {i}: upper links out of range"));
+                }
+                for lv in 1..=l {
+                    let row = &upper[s + (lv as usize - 1) * (m + 1)..s + lv as usize * (m + 1)];
+                    if row[0] as usize > m || row[1..1 + row[0] as usize].iter().any(|&x| x as usize >= n) {
+                        return Err(format!("node {i}: bad links on level {lv}"));
+                    }
+                }
+            }
+        }
+        for (i, row) in self.layer0.as_slice().chunks_exact(m0 + 1).enumerate() {
+            if row[0] as usize > m0 || row[1..1 + row[0] as usize].iter().any(|&x| x as usize >= n) {
+                return Err(format!("node {i}: bad links on level 0"));
+            }
+        }
+        Ok(())
+    }
+
     /// Maps a graph file written by [`write`](Self::write). `n` is the segment's size.
     pub fn open(path: &Path, n: usize) -> std::io::Result<Graph> {
         let bad =
@@ -610,6 +671,7 @@ impl Graph {
         if n > 0 && (entry as usize >= n || g.level_of(entry) != max_level) {
             return Err(bad("HNSW entry point is invalid"));
         }
+        g.validate().map_err(|what| bad(&what))?;
         Ok(g)
     }
 }

@@ -259,3 +259,42 @@ def test_named_sparse_prefetch_and_fusion(server):
     assert [p.id for p in rescored] == [2, 1], "only prefetched points are re-scored"
     got = client.retrieve("hybrid", ids=[u], with_vectors=True)[0]
     assert got.payload == {"k": "uuid"} and got.vector["kw"].indices == [9]
+
+
+def test_hnsw_index_through_qdrant_client(server):
+    """HNSW built in the background (yellow, then green with indexed_vectors_count), searched
+    with search_params; recall@10 against numpy brute force; exact=True is exact."""
+    import time
+
+    client = client_for(server)
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(40, DIM)).astype(np.float32)
+    data = (centres[np.arange(20_000) % 40] + 0.3 * rng.normal(size=(20_000, DIM))).astype(np.float32)
+    client.create_collection(
+        "ann",
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        hnsw_config=models.HnswConfigDiff(m=16, ef_construct=100, full_scan_threshold=100),
+        shard_number=1,
+    )
+    for start in range(0, len(data), 2000):
+        client.upsert(
+            "ann",
+            points=models.Batch(ids=list(range(start, start + 2000)), vectors=data[start : start + 2000].tolist()),
+            wait=True,
+        )
+    deadline = time.time() + 120
+    while True:
+        info = client.get_collection("ann")
+        if info.status == models.CollectionStatus.GREEN and (info.indexed_vectors_count or 0) > 0:
+            break
+        assert time.time() < deadline, f"never indexed: {info.status} {info.indexed_vectors_count}"
+        time.sleep(0.1)
+    queries = (centres[rng.integers(0, 40, size=50)] + 0.3 * rng.normal(size=(50, DIM))).astype(np.float32)
+    found = 0
+    for q in queries:
+        truth, scores = brute_force(models.Distance.COSINE, data, q, np.ones(len(data), bool), 10)
+        got = client.query_points("ann", query=q.tolist(), limit=10, search_params=models.SearchParams(hnsw_ef=64)).points
+        found += len(set(p.id for p in got) & set(truth))
+        exact = client.query_points("ann", query=q.tolist(), limit=10, search_params=models.SearchParams(exact=True)).points
+        assert_matches(exact, truth, scores)
+    assert found / 500 >= 0.95, found / 500
