@@ -41,8 +41,8 @@ use crate::kernels::Kernels;
 use crate::types::Distance;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"QHNW");
-const VERSION: u32 = 1;
-const HEADER_WORDS: usize = 8;
+const VERSION: u32 = 2;
+const HEADER_WORDS: usize = 10;
 
 /// Graph construction parameters (Qdrant's `hnsw_config` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +194,24 @@ pub struct Graph {
     layer0: Words,
     upper_start: Words,
     upper: Words,
+    /// Bytes per code row (the dimension rounded up to 4); 0 when there are no codes.
+    code_dim: u32,
+    /// Code = round(value × scale).
+    scale: f32,
+    /// `n × code_dim` int8 codes of the vectors, used to walk the graph.
+    codes: Words,
+}
+
+/// Largest dimension given int8 codes: their integer sums stay exact in `i32` below it.
+const MAX_CODE_DIM: usize = 16_384;
+
+/// The int8 codes of one row (padded with zeros to `code_dim`).
+fn quantize_row(row: &[f32], scale: f32, code_dim: usize) -> Vec<i8> {
+    let mut out = vec![0i8; code_dim];
+    for (o, &x) in out.iter_mut().zip(row) {
+        *o = (x * scale).round().clamp(-127.0, 127.0) as i8;
+    }
+    out
 }
 
 impl std::fmt::Debug for Graph {
@@ -298,6 +316,9 @@ impl Graph {
             layer0: Words::Owned(vec![0; n * (m0 as usize + 1)]),
             upper_start: Words::Owned(upper_start),
             upper: Words::Owned(vec![0; upper_len]),
+            code_dim: 0,
+            scale: 1.0,
+            codes: Words::Owned(Vec::new()),
         };
         let threads = params.threads.max(1);
         let ef = params.ef_construct.max(m0 as usize);
@@ -358,27 +379,56 @@ impl Graph {
             g.apply_backlinks(vectors, back, threads);
             done += batch_len;
         }
+        g.quantize(vectors, &nodes);
         g
+    }
+
+    /// Int8 codes of the vectors, with one symmetric scale mapping the largest magnitude to 127.
+    /// Searches walk the graph on them and rescore the candidates with the full vectors.
+    fn quantize(&mut self, v: Vectors<'_>, nodes: &[u32]) {
+        if v.dim > MAX_CODE_DIM || nodes.is_empty() {
+            return;
+        }
+        let max = nodes
+            .iter()
+            .flat_map(|&i| v.row(i).iter())
+            .fold(0f32, |m, x| if x.is_finite() { m.max(x.abs()) } else { m });
+        let scale = if max > 0.0 { 127.0 / max } else { 1.0 };
+        let code_dim = v.dim.div_ceil(4) * 4;
+        let mut bytes = vec![0i8; self.n as usize * code_dim];
+        for &i in nodes {
+            let row = quantize_row(v.row(i), scale, code_dim);
+            bytes[i as usize * code_dim..(i as usize + 1) * code_dim].copy_from_slice(&row);
+        }
+        let words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]))
+            .collect();
+        self.code_dim = code_dim as u32;
+        self.scale = scale;
+        self.codes = Words::Owned(words);
     }
 
     /// Finds the neighbours a new node `u` should link to, on each of its levels (top first
     /// search, returned per level from 0).
     fn plan_insert(&self, v: Vectors<'_>, u: u32, ef: usize, visited: &mut Visited) -> Vec<Vec<Cand>> {
         let q = v.row(u);
+        let score = |i: u32| v.score(q, i);
+        let prefetch = |i: u32| v.prefetch(i);
         let top = self.level_of(u);
         let mut ep = Cand {
-            score: v.score(q, self.entry),
+            score: score(self.entry),
             id: self.entry,
         };
         let mut level = self.max_level;
         while level > top {
-            ep = self.greedy(v, q, ep, level);
+            ep = self.greedy(&score, ep, level);
             level -= 1;
         }
         let mut out = vec![Vec::new(); top.min(self.max_level) as usize + 1];
         let mut eps = vec![ep];
         for l in (0..=top.min(self.max_level)).rev() {
-            let found = self.search_layer(v, q, &eps, ef, l, visited, None);
+            let found = self.search_layer(&score, &prefetch, &eps, ef, l, visited, None);
             // A new node takes `m` links on every level (as hnswlib does); level 0 lists grow
             // to `2 m` through the reverse links of later nodes.
             out[l as usize] = select(v, &found, self.m as usize);
@@ -449,11 +499,11 @@ impl Graph {
         }
     }
 
-    fn greedy(&self, v: Vectors<'_>, q: &[f32], mut cur: Cand, level: u32) -> Cand {
+    fn greedy(&self, score: &impl Fn(u32) -> f32, mut cur: Cand, level: u32) -> Cand {
         loop {
             let mut moved = false;
             for &nb in self.links(cur.id, level) {
-                let s = v.score(q, nb);
+                let s = score(nb);
                 if s > cur.score {
                     cur = Cand { score: s, id: nb };
                     moved = true;
@@ -470,8 +520,8 @@ impl Graph {
     #[allow(clippy::too_many_arguments)]
     fn search_layer(
         &self,
-        v: Vectors<'_>,
-        q: &[f32],
+        score: &impl Fn(u32) -> f32,
+        prefetch: &impl Fn(u32),
         eps: &[Cand],
         ef: usize,
         level: u32,
@@ -508,13 +558,13 @@ impl Graph {
                 let mut k = 0;
                 for &nb in links {
                     if visited.insert(nb) {
-                        v.prefetch(nb);
+                        prefetch(nb);
                         fresh[k] = nb;
                         k += 1;
                     }
                 }
                 for &nb in &fresh[..k] {
-                    let s = v.score(q, nb);
+                    let s = score(nb);
                     let worst = results.peek().map_or(f32::NEG_INFINITY, |w| w.0.score);
                     if results.len() < ef || s > worst {
                         let cand = Cand { score: s, id: nb };
@@ -547,18 +597,81 @@ impl Graph {
         if self.n == 0 || top == 0 {
             return Vec::new();
         }
+        let ef = ef.max(top);
+        let found = if self.code_dim > 0 {
+            // Walk the graph on the int8 codes (a quarter of the memory traffic), then rescore
+            // the `ef` candidates found with the full vectors.
+            let k = crate::kernels::int8::active();
+            let qc = quantize_row(query, self.scale, self.code_dim as usize);
+            let kernel = match v.distance {
+                Distance::Cosine | Distance::Dot => k.dot,
+                Distance::Euclid => k.l2sq,
+                Distance::Manhattan => k.l1,
+            };
+            let sign = if matches!(v.distance, Distance::Cosine | Distance::Dot) {
+                1.0
+            } else {
+                -1.0
+            };
+            let score = |i: u32| sign * kernel(&qc, self.code_row(i)) as f32;
+            let prefetch = |i: u32| self.prefetch_code(i);
+            let mut found = self.walk(&score, &prefetch, ef, allowed);
+            for c in &mut found {
+                c.score = v.score(query, c.id);
+            }
+            found.sort_unstable_by(|a, b| b.cmp(a));
+            found
+        } else {
+            let score = |i: u32| v.score(query, i);
+            let prefetch = |i: u32| v.prefetch(i);
+            self.walk(&score, &prefetch, ef, allowed)
+        };
+        found.into_iter().take(top).map(|c| (c.score, c.id)).collect()
+    }
+
+    /// Greedy descent, then the level-0 search.
+    fn walk(
+        &self,
+        score: &impl Fn(u32) -> f32,
+        prefetch: &impl Fn(u32),
+        ef: usize,
+        allowed: Option<&BitSet>,
+    ) -> Vec<Cand> {
         let mut ep = Cand {
-            score: v.score(query, self.entry),
+            score: score(self.entry),
             id: self.entry,
         };
         for level in (1..=self.max_level).rev() {
-            ep = self.greedy(v, query, ep, level);
+            ep = self.greedy(score, ep, level);
         }
-        let found = VISITED.with(|cell| {
+        VISITED.with(|cell| {
             let mut visited = cell.borrow_mut();
-            self.search_layer(v, query, &[ep], ef.max(top), 0, &mut visited, allowed)
-        });
-        found.into_iter().take(top).map(|c| (c.score, c.id)).collect()
+            self.search_layer(score, prefetch, &[ep], ef, 0, &mut visited, allowed)
+        })
+    }
+
+    #[inline(always)]
+    fn code_row(&self, i: u32) -> &[i8] {
+        let w = self.code_dim as usize / 4;
+        bytemuck::cast_slice(&self.codes.as_slice()[i as usize * w..(i as usize + 1) * w])
+    }
+
+    #[inline(always)]
+    fn prefetch_code(&self, i: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let w = self.code_dim as usize / 4;
+            let p = self.codes.as_slice().as_ptr().wrapping_add(i as usize * w) as *const i8;
+            for l in 0..(self.code_dim as usize).div_ceil(64).min(8) {
+                // A prefetch is a hint: it never faults, whatever the address.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(l * 64));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
     }
 
     /// Writes the graph to `path` (a new file), fsync'd. The caller renames it into place.
@@ -572,6 +685,8 @@ impl Graph {
             self.entry,
             self.max_level,
             self.upper.as_slice().len() as u32,
+            self.code_dim,
+            self.scale.to_bits(),
         ];
         let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create_new(path)?);
         for part in [
@@ -580,6 +695,7 @@ impl Graph {
             self.layer0.as_slice(),
             self.upper_start.as_slice(),
             self.upper.as_slice(),
+            self.codes.as_slice(),
         ] {
             f.write_all(bytemuck::cast_slice(part))?;
         }
@@ -630,6 +746,10 @@ impl Graph {
         }
         let h: &[u32] = bytemuck::cast_slice(&map[..HEADER_WORDS * 4]);
         let (magic, version, gn, m, m0, entry, max_level, upper_len) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+        let (code_dim, scale) = (h[8], f32::from_bits(h[9]));
+        if code_dim % 4 != 0 || code_dim as usize > MAX_CODE_DIM + 3 || !scale.is_finite() {
+            return Err(bad("HNSW codes header is invalid"));
+        }
         if magic != MAGIC || version != VERSION {
             return Err(bad("not an HNSW file of this version"));
         }
@@ -637,7 +757,13 @@ impl Graph {
             return Err(bad("HNSW file does not match its segment"));
         }
         let n = n;
-        let sizes = [n, n * (m0 as usize + 1), n, upper_len as usize];
+        let sizes = [
+            n,
+            n * (m0 as usize + 1),
+            n,
+            upper_len as usize,
+            n * code_dim as usize / 4,
+        ];
         if map.len() / 4 != HEADER_WORDS + sizes.iter().sum::<usize>() {
             return Err(bad("HNSW file has the wrong size"));
         }
@@ -651,12 +777,8 @@ impl Graph {
             start += len;
             w
         });
-        let (levels, layer0, upper_start, upper) = (
-            words.next().expect("four arrays"),
-            words.next().expect("four arrays"),
-            words.next().expect("four arrays"),
-            words.next().expect("four arrays"),
-        );
+        let mut next = || words.next().expect("five arrays");
+        let (levels, layer0, upper_start, upper, codes) = (next(), next(), next(), next(), next());
         let g = Graph {
             n: gn,
             m,
@@ -667,6 +789,9 @@ impl Graph {
             layer0,
             upper_start,
             upper,
+            code_dim,
+            scale,
+            codes,
         };
         if n > 0 && (entry as usize >= n || g.level_of(entry) != max_level) {
             return Err(bad("HNSW entry point is invalid"));

@@ -8,6 +8,7 @@
 //! [`all_available()`] lists every implementation the CPU can run, so that property tests and
 //! benchmarks exercise each of them, not just the chosen one.
 
+pub mod int8;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
