@@ -224,6 +224,9 @@ impl std::fmt::Debug for Graph {
     }
 }
 
+/// A level-0 row to update: the row, its node, and the reverse links it receives.
+type RowWork<'r, 'b> = (&'r mut [u32], u32, &'b [Backlink]);
+
 /// Reverse link to apply: `target` gets `source` at `level`.
 struct Backlink {
     target: u32,
@@ -473,13 +476,13 @@ impl Graph {
         };
         // Each target's row goes to exactly one worker: disjoint `&mut` slices, no locks.
         let mut rows: Vec<Option<&mut [u32]>> = layer0.chunks_mut(w).map(Some).collect();
-        let mut work: Vec<Vec<(&mut [u32], u32, &[Backlink])>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut work: Vec<Vec<RowWork<'_, '_>>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, g) in groups.iter().enumerate() {
             let t = g[0].target;
             let row = rows[t as usize].take().expect("one group per target");
             work[i % threads].push((row, t, g));
         }
-        let apply = |items: Vec<(&mut [u32], u32, &[Backlink])>| {
+        let apply = |items: Vec<RowWork<'_, '_>>| {
             for (row, t, group) in items {
                 let mut ids: Vec<u32> = row[1..1 + row[0] as usize].to_vec();
                 ids.extend(group.iter().map(|b| b.source));
@@ -756,7 +759,6 @@ impl Graph {
         if gn as usize != n || m0 != 2 * m || m < 2 {
             return Err(bad("HNSW file does not match its segment"));
         }
-        let n = n;
         let sizes = [
             n,
             n * (m0 as usize + 1),

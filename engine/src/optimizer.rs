@@ -5,12 +5,14 @@
 //! the segment's vectors through its own memory map of the immutable vector file, builds the
 //! graph, and writes it crash-safely into the segment directory:
 //!
-//! 1. the graph goes to `.hnsw-<i>.bin.tmp`, is fsync'd, and is renamed to `hnsw-<i>.bin`;
+//! 1. the graph goes to `.hnsw-<i>-m<m>-ef<ef>.bin.tmp`, is fsync'd, and is renamed to
+//!    `hnsw-<i>-m<m>-ef<ef>.bin`;
 //! 2. the segment's `manifest.json` is rewritten (temp name, fsync, rename, fsync of the
 //!    directory) with the file's size and CRC32 added to `files` and the graph listed in `hnsw`.
 //!
-//! A crash before step 2 leaves a file no manifest names: it is ignored, and overwritten by the
-//! rebuild that the next start requests. After step 2 the graph belongs to the segment: it is
+//! A crash before step 2 leaves a file no manifest names: the next open removes it and asks for
+//! the graph again. A rebuild after `hnsw_config` changed writes a file of another name and
+//! replaces the old entry in step 2; the old file is removed at the next open. After step 2 the graph belongs to the segment: it is
 //! carried by snapshots (with its CRC32) and mapped at open, so nothing is rebuilt. If the
 //! segment was merged away meanwhile, its directory is gone and the job simply fails.
 //!
@@ -44,6 +46,8 @@ pub struct Built {
     pub vector: String,
     /// The graph, mapped from its file.
     pub graph: Arc<Graph>,
+    /// (`m`, `ef_construct`) it was built with.
+    pub params: (usize, usize),
 }
 
 impl Inbox {
@@ -95,6 +99,7 @@ fn queue() -> &'static Mutex<Sender<Job>> {
                                 segment: job.segment,
                                 vector: job.vector.clone(),
                                 graph,
+                                params: (job.params.m, job.params.ef_construct),
                             });
                             job.inbox.ready.store(true, Ordering::Release);
                         }
@@ -127,7 +132,12 @@ fn build(job: &Job) -> Result<Arc<Graph>> {
     let mut manifest: SegmentManifest =
         serde_json::from_slice(&std::fs::read(&manifest_path)?).map_err(|e| bad(format!("manifest: {e}")))?;
     let n = manifest.points;
-    if let Some(h) = manifest.hnsw.iter().find(|h| h.name == job.vector) {
+    let params = (job.params.m, job.params.ef_construct);
+    if let Some(h) = manifest
+        .hnsw
+        .iter()
+        .find(|h| h.name == job.vector && (h.m, h.ef_construct) == params)
+    {
         return Ok(Arc::new(Graph::open(&dir.join(&h.file), n)?));
     }
     let (i, layout) = manifest
@@ -154,7 +164,9 @@ fn build(job: &Job) -> Result<Arc<Graph>> {
     };
     let started = std::time::Instant::now();
     let graph = Graph::build(vectors, n, &|o| present.get(o), job.params);
-    let name = format!("hnsw-{i}.bin");
+    // Parameters in the name: a rebuild with other ones never overwrites a file that the
+    // current manifest (and so a snapshot in progress) names.
+    let name = format!("hnsw-{i}-m{}-ef{}.bin", job.params.m, job.params.ef_construct);
     let final_path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     fsutil::remove_any(&tmp)?;
@@ -165,7 +177,14 @@ fn build(job: &Job) -> Result<Arc<Graph>> {
     std::fs::rename(&tmp, &final_path)?;
     fsutil::fsync_dir(dir)?;
     let bytes = std::fs::read(&final_path)?;
-    manifest.files.retain(|f| f.name != name);
+    let replaced: Vec<String> = manifest
+        .hnsw
+        .iter()
+        .filter(|h| h.name == job.vector)
+        .map(|h| h.file.clone())
+        .collect();
+    manifest.hnsw.retain(|h| h.name != job.vector);
+    manifest.files.retain(|f| f.name != name && !replaced.contains(&f.name));
     manifest.files.push(FileEntry {
         name: name.clone(),
         size: bytes.len() as u64,

@@ -212,7 +212,8 @@ pub struct Segment {
     /// Set when `deleted` changed since it was last persisted.
     pub deleted_dirty: bool,
     indexes: BTreeMap<String, FieldIndex>,
-    graphs: BTreeMap<String, Arc<Graph>>,
+    /// HNSW graph per dense vector, with the (`m`, `ef_construct`) it was built with.
+    graphs: BTreeMap<String, (Arc<Graph>, (usize, usize))>,
 }
 
 /// Directory name of a segment id.
@@ -787,9 +788,20 @@ impl Segment {
             // Graphs are derived data: one that cannot be read is rebuilt, not fatal.
             match Graph::open(&dir.join(&h.file), n) {
                 Ok(g) => {
-                    seg.graphs.insert(h.name.clone(), Arc::new(g));
+                    seg.graphs.insert(h.name.clone(), (Arc::new(g), (h.m, h.ef_construct)));
                 }
                 Err(e) => tracing::warn!(error = %e, "HNSW graph unusable; it will be rebuilt"),
+            }
+        }
+        // Graph files the manifest no longer names (replaced by a rebuild with other
+        // parameters, or left by a crash mid-build) are removed; nothing has them pinned yet.
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let graph_file = name.starts_with("hnsw-") || (name.starts_with(".hnsw-") && name.ends_with(".tmp"));
+                if graph_file && !manifest.hnsw.iter().any(|h| h.file == name) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
         for (key, schema) in &config.payload_schema {
@@ -817,13 +829,18 @@ impl Segment {
 
     /// The HNSW graph of dense vector `name`, once built.
     pub fn graph(&self, name: &str) -> Option<&Arc<Graph>> {
-        self.graphs.get(name)
+        self.graphs.get(name).map(|(g, _)| g)
     }
 
-    /// Attaches a graph built for dense vector `name`.
-    pub fn attach_graph(&mut self, name: &str, graph: Arc<Graph>) {
+    /// (`m`, `ef_construct`) the graph of `name` was built with.
+    pub fn graph_params(&self, name: &str) -> Option<(usize, usize)> {
+        self.graphs.get(name).map(|(_, p)| *p)
+    }
+
+    /// Attaches a graph built for dense vector `name` with (`m`, `ef_construct`) `params`.
+    pub fn attach_graph(&mut self, name: &str, graph: Arc<Graph>, params: (usize, usize)) {
         if graph.len() == self.len() {
-            self.graphs.insert(name.to_string(), graph);
+            self.graphs.insert(name.to_string(), (graph, params));
         }
     }
 

@@ -129,8 +129,8 @@ pub struct Shard {
     next_segment_id: u64,
     /// Graphs built in the background for this shard's segments.
     inbox: Arc<crate::optimizer::Inbox>,
-    /// (segment, vector) graphs already asked for.
-    requested: std::collections::HashSet<(u64, String)>,
+    /// (segment, vector, (m, ef_construct)) graphs already asked for.
+    requested: std::collections::HashSet<(u64, String, (usize, usize))>,
 }
 
 fn wal_name(generation: u64) -> String {
@@ -231,8 +231,9 @@ impl Shard {
         }
     }
 
-    /// Asks the background builder for the HNSW graphs sealed segments should have and lack:
-    /// segments whose vectors exceed `full_scan_threshold` (smaller ones are scanned exactly).
+    /// Asks the background builder for the HNSW graphs sealed segments should have and lack (or
+    /// have with other `m` / `ef_construct` than configured): segments whose vectors exceed
+    /// `full_scan_threshold` (smaller ones are scanned exactly).
     fn request_indexes(&mut self) {
         let hnsw = self.config.hnsw();
         if hnsw.m == 0 {
@@ -242,9 +243,10 @@ impl Shard {
         for seg in &self.segments[..n_sealed] {
             for name in self.config.vectors.0.keys() {
                 let Some(dim) = seg.dense_dim(name) else { continue };
-                if seg.graph(name).is_some()
+                let params = (hnsw.m, hnsw.ef_construct);
+                if seg.graph_params(name) == Some(params)
                     || seg.dense_count(name) < hnsw.full_scan_points(dim).max(1)
-                    || !self.requested.insert((seg.id, name.clone()))
+                    || !self.requested.insert((seg.id, name.clone(), params))
                 {
                     continue;
                 }
@@ -268,7 +270,7 @@ impl Shard {
     pub fn absorb_indexes(&mut self) {
         for b in self.inbox.take() {
             if let Some(seg) = self.segments.iter_mut().find(|s| s.id == b.segment) {
-                seg.attach_graph(&b.vector, b.graph);
+                seg.attach_graph(&b.vector, b.graph, b.params);
             }
         }
     }
@@ -789,6 +791,9 @@ impl Shard {
     /// Replaces the configuration (for settings that need no data change).
     pub fn set_config(&mut self, config: Arc<CollectionConfig>) {
         self.config = config;
+        // A changed `hnsw_config` rebuilds the graphs in the background; the old ones serve
+        // until the new ones are attached.
+        self.request_indexes();
     }
 }
 

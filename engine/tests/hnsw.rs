@@ -190,3 +190,47 @@ fn hnsw_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, std::time::Sys
     out.sort();
     out
 }
+
+/// A changed `hnsw_config` (Qdrant's PATCH) rebuilds the graphs in the background with the new
+/// parameters, while the old graphs keep serving; the old files are removed at the next open.
+#[test]
+fn changed_hnsw_config_rebuilds_the_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, c) = load(dir.path(), Distance::Euclid, 9_000);
+    wait_green(&c);
+    let before = hnsw_files(dir.path());
+    assert!(
+        before.iter().all(|(p, _)| p.to_string_lossy().contains("-m16-ef100")),
+        "{before:?}"
+    );
+    block(c.update_config(|cfg| {
+        cfg.extra.insert(
+            "hnsw_config".into(),
+            json!({"m": 8, "ef_construct": 50, "full_scan_threshold": 10}),
+        );
+        Ok(())
+    }))
+    .unwrap();
+    wait_green(&c);
+    let after = hnsw_files(dir.path());
+    assert!(
+        after.iter().any(|(p, _)| p.to_string_lossy().contains("-m8-ef50")),
+        "{after:?}"
+    );
+    let q = clustered(1, 77).remove(0);
+    let exact = ids(&search(&c, &q, 5, None, true));
+    let approx = ids(&search(&c, &q, 5, None, false));
+    assert_eq!(approx[0], exact[0]);
+    drop(c);
+    e.shutdown();
+    drop(e);
+    let e = open(dir.path(), 1);
+    let c = e.collection("c").unwrap();
+    assert_eq!(block(c.info()).unwrap().status, "green");
+    let files = hnsw_files(dir.path());
+    assert!(
+        !files.is_empty() && files.iter().all(|(p, _)| p.to_string_lossy().contains("-m8-ef50")),
+        "old graphs removed: {files:?}"
+    );
+    e.shutdown();
+}

@@ -162,7 +162,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     if extreme {
-                        if x % 2 == 0 { -128 } else { 127 }
+                        if x.is_multiple_of(2) { -128 } else { 127 }
                     } else {
                         (x % 256) as u8 as i8
                     }
