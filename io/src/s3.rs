@@ -532,36 +532,18 @@ impl S3Store {
         match staging {
             None => {
                 let mut up = self.upload(handle, rel, archive.size())?;
-                let streamed = crate::stream(archive, &mut up, Backend::Auto);
-                match (streamed, up.failed.take()) {
-                    (_, Some(e)) => {
-                        up.abort_now();
-                        Err(e)
-                    }
-                    (Err(e), None) => {
-                        up.abort_now();
-                        Err(e.into())
-                    }
-                    (Ok(summary), None) => up.finish(rel, &summary).map(|()| summary),
-                }
+                let streamed = crate::stream(archive, &mut up, Backend::Auto).map_err(S3Error::from);
+                up.conclude(rel, streamed)
             }
             Some(dir) => {
                 let tmp = dir.join(format!(".s3-upload-{}.tmp", uuid_like()));
                 let written = crate::write_to_path(archive, &tmp, Backend::Auto);
                 let result = written.map_err(S3Error::from).and_then(|summary| {
                     let mut up = self.upload(handle, rel, summary.size)?;
-                    let sent = copy_file(&tmp, &mut up, summary.size);
-                    match (sent, up.failed.take()) {
-                        (_, Some(e)) => {
-                            up.abort_now();
-                            Err(e)
-                        }
-                        (Err(e), None) => {
-                            up.abort_now();
-                            Err(e.into())
-                        }
-                        (Ok(()), None) => up.finish(rel, &summary).map(|()| summary),
-                    }
+                    let sent = copy_file(&tmp, &mut up, summary.size)
+                        .map(|()| summary)
+                        .map_err(S3Error::from);
+                    up.conclude(rel, sent)
                 });
                 let _ = std::fs::remove_file(&tmp);
                 result
@@ -745,6 +727,18 @@ impl MultipartUpload<'_> {
             &self.handle,
         );
         Ok(())
+    }
+
+    /// Completes the upload when everything went into it (`fed` is the archive's summary),
+    /// aborts it otherwise. A part's error wins over the pipeline's own report of it.
+    fn conclude(mut self, rel: &str, fed: Result<Summary, S3Error>) -> Result<Summary, S3Error> {
+        match (fed, self.failed.take()) {
+            (Ok(summary), None) => self.finish(rel, &summary).map(|()| summary),
+            (_, Some(e)) | (Err(e), None) => {
+                self.abort_now();
+                Err(e)
+            }
+        }
     }
 
     /// Sends the last part, waits for all, stores the checksum object, completes the upload.

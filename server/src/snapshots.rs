@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::hash::Hash;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -111,28 +112,65 @@ pub fn collection_archive(
     )?)
 }
 
+/// Snapshot names being written (paths or object keys), so that two snapshots started in the
+/// same second get distinct names whatever the storage.
+pub struct Reservations<K: Eq + Hash>(Mutex<HashSet<K>>);
+
+/// A reserved name; released when dropped.
+pub struct Reservation<'a, K: Eq + Hash> {
+    owner: &'a Reservations<K>,
+    key: K,
+}
+
+impl<K: Eq + Hash> Drop for Reservation<'_, K> {
+    fn drop(&mut self) {
+        self.owner.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+impl<K: Eq + Hash + Clone> Reservations<K> {
+    /// No name reserved.
+    pub fn new() -> Self {
+        Reservations(Mutex::new(HashSet::new()))
+    }
+
+    /// Reserves `key` unless it already is.
+    pub fn reserve(&self, key: K) -> Option<Reservation<'_, K>> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone()).then_some(Reservation { owner: self, key })
+    }
+}
+
+impl<K: Eq + Hash + Clone> Default for Reservations<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Candidate names of a new snapshot, in order: `{prefix}-{node}-{%Y-%m-%d-%H-%M-%S}.snapshot`
+/// (full snapshots, `with_node == false`: `{prefix}-{timestamp}.snapshot`), then the same with
+/// `-1`, `-2`, ... before `.snapshot`.
+pub fn candidate_names(prefix: &str, node_id: u64, with_node: bool) -> impl Iterator<Item = String> {
+    let stem = if with_node {
+        format!("{prefix}-{node_id}-{}", stamp())
+    } else {
+        format!("{prefix}-{}", stamp())
+    };
+    (0u64..).map(move |n| {
+        if n == 0 {
+            format!("{stem}.snapshot")
+        } else {
+            format!("{stem}-{n}.snapshot")
+        }
+    })
+}
+
 /// Snapshot storage of one server.
 pub struct Snapshots {
     root: PathBuf,
     temp: Option<PathBuf>,
     node_id: u64,
-    reserved: Mutex<HashSet<PathBuf>>,
-}
-
-/// Releases a reserved snapshot path when dropped.
-struct Reservation<'a> {
-    owner: &'a Snapshots,
-    path: PathBuf,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.owner
-            .reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.path);
-    }
+    reserved: Reservations<PathBuf>,
 }
 
 impl Snapshots {
@@ -165,7 +203,7 @@ impl Snapshots {
             root: root.to_path_buf(),
             temp: temp.map(Path::to_path_buf),
             node_id,
-            reserved: Mutex::new(HashSet::new()),
+            reserved: Reservations::new(),
         };
         s.remove_leftovers(&s.root, 0)?;
         if let Some(t) = &s.temp {
@@ -215,23 +253,13 @@ impl Snapshots {
     /// A fresh name `{prefix}-{node}-{%Y-%m-%d-%H-%M-%S}.snapshot`, suffixed `-N` when a snapshot
     /// of that name exists or is being made.
     /// Full snapshots (`with_node == false`) are named `full-snapshot-{timestamp}.snapshot`.
-    fn reserve(&self, dir: &Path, prefix: &str, with_node: bool) -> (String, Reservation<'_>) {
-        let stem = if with_node {
-            format!("{prefix}-{}-{}", self.node_id, stamp())
-        } else {
-            format!("{prefix}-{}", stamp())
-        };
-        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        for n in 0.. {
-            let name = if n == 0 {
-                format!("{stem}.snapshot")
-            } else {
-                format!("{stem}-{n}.snapshot")
-            };
+    fn reserve(&self, dir: &Path, prefix: &str, with_node: bool) -> (String, Reservation<'_, PathBuf>) {
+        for name in candidate_names(prefix, self.node_id, with_node) {
             let path = dir.join(&name);
-            if !path.exists() && !reserved.contains(&path) {
-                reserved.insert(path.clone());
-                return (name, Reservation { owner: self, path });
+            if !path.exists()
+                && let Some(r) = self.reserved.reserve(path)
+            {
+                return (name, r);
             }
         }
         unreachable!("an unbounded counter always finds a free name")

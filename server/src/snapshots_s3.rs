@@ -12,36 +12,19 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use quiver_io::Archive;
 use quiver_io::s3::{Download, S3Error, S3Store};
 use tokio::runtime::Handle;
 
-use crate::snapshots::{SnapshotDescription, SnapshotError, stamp, validate_name};
+use crate::snapshots::{Reservation, Reservations, SnapshotDescription, SnapshotError, candidate_names, validate_name};
 
 /// Snapshot storage in an S3 bucket.
 pub struct S3Snapshots {
     store: S3Store,
     node_id: u64,
     staging: Option<PathBuf>,
-    reserved: Mutex<HashSet<String>>,
-}
-
-/// Releases a reserved key when dropped.
-struct Reservation<'a> {
-    owner: &'a S3Snapshots,
-    key: String,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.owner
-            .reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-    }
+    reserved: Reservations<String>,
 }
 
 fn format_time(secs: Option<i64>) -> Option<String> {
@@ -56,7 +39,7 @@ impl S3Snapshots {
             store,
             node_id,
             staging,
-            reserved: Mutex::new(HashSet::new()),
+            reserved: Reservations::new(),
         }
     }
 
@@ -86,29 +69,11 @@ impl S3Snapshots {
         dir: &str,
         prefix: &str,
         with_node: bool,
-    ) -> Result<(String, Reservation<'_>), SnapshotError> {
-        let stem = if with_node {
-            format!("{prefix}-{}-{}", self.node_id, stamp())
-        } else {
-            format!("{prefix}-{}", stamp())
-        };
-        for n in 0.. {
-            let name = if n == 0 {
-                format!("{stem}.snapshot")
-            } else {
-                format!("{stem}-{n}.snapshot")
-            };
+    ) -> Result<(String, Reservation<'_, String>), SnapshotError> {
+        for name in candidate_names(prefix, self.node_id, with_node) {
             let key = format!("{dir}{name}");
-            {
-                let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-                if reserved.contains(&key) {
-                    continue;
-                }
-                reserved.insert(key.clone());
-            }
-            let reservation = Reservation {
-                owner: self,
-                key: key.clone(),
+            let Some(reservation) = self.reserved.reserve(key.clone()) else {
+                continue;
             };
             if handle.block_on(self.store.head(&key))?.is_none() {
                 return Ok((name, reservation));
