@@ -36,8 +36,10 @@ echo "== cargo test --workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$log"
 
 echo "== python compatibility suite (official qdrant-client against target/debug/quiver)"
-# The test profile: the binary `cargo test` already built, not a second build of every crate.
-cargo build --locked --profile test -p quiver-server --bin quiver
+# `cargo test` built the server for its integration tests (target/debug/quiver, with the same
+# features); a separate `cargo build` would resolve features differently and rebuild half the
+# dependency tree.
+[ -x target/debug/quiver ] || { echo "target/debug/quiver was not built by cargo test" >&2; exit 1; }
 QUIVER_BIN="$root/target/debug/quiver" .venv/bin/python -m pytest -q tests/python 2>&1 | tee -a "$log"
 
 # Close with the totals of every runner, so the whole run is summarised in one line.
