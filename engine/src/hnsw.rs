@@ -6,8 +6,8 @@
 //! `m0 + 1` words per node (`[count, n1, .., n_m0]`), so a node's neighbours are one cache-line
 //! run at a computable address; the few nodes on upper levels have their blocks (`m + 1` words
 //! per level) in a second array, found through `upper_start`. The same arrays are the on-disk
-//! format (`hnsw-<vector>.bin` in the segment directory), read back through `memmap2` with no
-//! parsing or copying.
+//! format (`hnsw-<i>-m<m>-ef<ef>.bin` in the segment directory), read back through `memmap2`
+//! with no parsing or copying (one validation pass over the links at open).
 //!
 //! ## Build
 //!
@@ -23,9 +23,14 @@
 //! ## Search
 //!
 //! Greedy descent on the upper levels, then a best-first search on level 0 with `ef`
-//! candidates. A filter restricts what is returned, not what is traversed, so a filtered search
-//! still walks the whole graph's connectivity; callers fall back to an exact scan when a filter
-//! leaves too few points for that to pay off.
+//! candidates. The walk scores int8 codes of the vectors (one symmetric scale per graph, kept in
+//! the graph file): a quarter of the memory traffic of f32 rows, which is what a walk over a
+//! graph larger than the caches waits on. The `ef` candidates it ends with are rescored with the
+//! full vectors, so the returned scores are exact and the ranking among candidates is too.
+//! A node's unvisited neighbours are gathered and all prefetched before any is scored, so their
+//! cache misses overlap. A filter restricts what is returned, not what is traversed, so a
+//! filtered search still walks the whole graph's connectivity; callers fall back to an exact
+//! scan when a filter leaves too few points for that to pay off.
 
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
