@@ -176,6 +176,36 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     configured.max(needed).max(MIN_PART)
 }
 
+/// Status, S3 code and a readable message of an SDK error.
+fn request_error<E>(bucket: &str, op: &'static str, key: &str, e: SdkError<E>) -> S3Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.code().map(str::to_string);
+    let message = match (&code, e.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.clone(),
+        _ => match status {
+            // HEAD answers carry no error body: say what a bare 403 means.
+            Some(403) => format!(
+                "HTTP 403: access denied (wrong credentials, or no permission on the bucket): {}",
+                DisplayErrorContext(&e)
+            ),
+            Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(&e)),
+            None => DisplayErrorContext(&e).to_string(),
+        },
+    };
+    S3Error::Request {
+        op,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        status,
+        code,
+        message,
+    }
+}
+
 fn env(names: &[&str]) -> Option<String> {
     names
         .iter()
@@ -276,34 +306,29 @@ impl S3Store {
         self.parts_in_flight
     }
 
+    /// An SDK error as ours; a 404 on an object (not a missing bucket) is `NotFound`.
     fn error<E>(&self, op: &'static str, key: &str, e: SdkError<E>) -> S3Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let code = e.code().map(str::to_string);
-        let message = match (&code, e.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.clone(),
-            _ => match status {
-                // HEAD answers carry no error body: say what a bare 403 means.
-                Some(403) => format!(
-                    "HTTP 403: access denied (wrong credentials, or no permission on the bucket): {}",
-                    DisplayErrorContext(&e)
-                ),
-                Some(s) => format!("HTTP {s}: {}", DisplayErrorContext(&e)),
-                None => DisplayErrorContext(&e).to_string(),
-            },
-        };
-        if status == Some(404) && code.as_deref() != Some("NoSuchBucket") {
-            return S3Error::NotFound(key.to_string());
+        match request_error(&self.bucket, op, key, e) {
+            S3Error::Request {
+                status: Some(404),
+                code,
+                ..
+            } if code.as_deref() != Some("NoSuchBucket") => S3Error::NotFound(key.to_string()),
+            other => other,
         }
+    }
+
+    /// A failure while reading a `GetObject` body.
+    fn body_error(&self, key: &str, message: String) -> S3Error {
         S3Error::Request {
-            op,
+            op: "GetObject",
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            status,
-            code,
+            status: None,
+            code: None,
             message,
         }
     }
@@ -387,14 +412,11 @@ impl S3Store {
             Err(S3Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let bytes = o.body.collect().await.map_err(|e| S3Error::Request {
-            op: "GetObject",
-            bucket: self.bucket.clone(),
-            key,
-            status: None,
-            code: None,
-            message: e.to_string(),
-        })?;
+        let bytes = o
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.body_error(&key, e.to_string()))?;
         Ok(Some(bytes.to_vec()))
     }
 
@@ -569,14 +591,7 @@ impl S3Store {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         while let Some(chunk) = handle.block_on(dl.body.next()) {
-            let chunk = chunk.map_err(|e| S3Error::Request {
-                op: "GetObject",
-                bucket: self.bucket.clone(),
-                key: key.clone(),
-                status: None,
-                code: None,
-                message: format!("download interrupted: {e}"),
-            })?;
+            let chunk = chunk.map_err(|e| self.body_error(&key, format!("download interrupted: {e}")))?;
             total += chunk.len() as u64;
             if total > max_bytes {
                 return Err(S3Error::TooLarge { key, limit: max_bytes });
@@ -585,14 +600,10 @@ impl S3Store {
             out.write_all(&chunk)?;
         }
         if total != dl.content_length {
-            return Err(S3Error::Request {
-                op: "GetObject",
-                bucket: self.bucket.clone(),
-                key,
-                status: None,
-                code: None,
-                message: format!("download ended after {total} of {} bytes", dl.content_length),
-            });
+            return Err(self.body_error(
+                &key,
+                format!("download ended after {total} of {} bytes", dl.content_length),
+            ));
         }
         out.sync_all()?;
         Ok((crate::hex(&hasher.finalize()), total))
@@ -692,26 +703,13 @@ impl MultipartUpload<'_> {
         self.sent += body.len() as u64;
         let client = self.store.client.clone();
         let (bucket, key, id) = (self.store.bucket.clone(), self.key.clone(), self.upload_id.clone());
-        let store_err = move |e: SdkError<aws_sdk_s3::operation::upload_part::UploadPartError>| {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            let code = e.code().map(str::to_string);
-            S3Error::Request {
-                op: "UploadPart",
-                bucket: bucket.clone(),
-                key: key.clone(),
-                status,
-                code,
-                message: format!("part {n}: {}", DisplayErrorContext(&e)),
-            }
-        };
-        let (bucket, key) = (self.store.bucket.clone(), self.key.clone());
         let sign_payload = self.store.sign_payload;
         self.running.spawn_on(
             async move {
                 let request = client
                     .upload_part()
-                    .bucket(bucket)
-                    .key(key)
+                    .bucket(&bucket)
+                    .key(&key)
                     .upload_id(id)
                     .part_number(n)
                     .content_length(body.len() as i64)
@@ -721,7 +719,13 @@ impl MultipartUpload<'_> {
                 } else {
                     request.customize().disable_payload_signing().send().await
                 };
-                let out = sent.map_err(store_err)?;
+                let out = sent.map_err(|e| {
+                    let mut err = request_error(&bucket, "UploadPart", &key, e);
+                    if let S3Error::Request { message, .. } = &mut err {
+                        *message = format!("part {n}: {message}");
+                    }
+                    err
+                })?;
                 Ok((n, out.e_tag().unwrap_or_default().to_string(), body))
             },
             &self.handle,
