@@ -85,24 +85,27 @@ impl Vectors<'_> {
         self.distance.raw_score(self.kernels, q, self.row(i))
     }
 
-    /// Prefetches a row: up to its first 8 cache lines (the hardware prefetcher follows on).
+    /// Prefetches a row.
     #[inline]
     fn prefetch(&self, i: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.data.as_ptr().wrapping_add(i as usize * self.dim) as *const i8;
-            let lines = (self.dim * 4).div_ceil(64).min(8);
-            for l in 0..lines {
-                // A prefetch is a hint: it never faults, whatever the address.
-                #[allow(unused_unsafe)]
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(l * 64));
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        let row = self.data.as_ptr().wrapping_add(i as usize * self.dim);
+        prefetch_bytes(row as *const u8, self.dim * 4);
     }
+}
+
+/// Starts fetching the first `len` bytes at `p` into the cache: up to 8 lines (the hardware
+/// prefetcher follows on). A prefetch is a hint: it never faults, whatever the address.
+#[inline(always)]
+fn prefetch_bytes(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for l in 0..len.div_ceil(64).min(8) {
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(l * 64) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
 }
 
 /// Flat `u32` words, owned (while building) or mapped from the index file.
@@ -262,19 +265,11 @@ impl Graph {
 
     #[inline]
     fn prefetch_links(&self, i: u32, level: u32) {
-        #[cfg(target_arch = "x86_64")]
         if level == 0 {
             let w = self.m0 as usize + 1;
-            let p = self.layer0.as_slice().as_ptr().wrapping_add(i as usize * w) as *const i8;
-            // A prefetch is a hint: it never faults, whatever the address.
-            #[allow(unused_unsafe)]
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(64));
-            }
+            let row = self.layer0.as_slice().as_ptr().wrapping_add(i as usize * w);
+            prefetch_bytes(row as *const u8, 128);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (i, level);
     }
 
     #[inline(always)]
@@ -666,24 +661,14 @@ impl Graph {
 
     #[inline(always)]
     fn prefetch_code(&self, i: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let w = self.code_dim as usize / 4;
-            let p = self.codes.as_slice().as_ptr().wrapping_add(i as usize * w) as *const i8;
-            for l in 0..(self.code_dim as usize).div_ceil(64).min(8) {
-                // A prefetch is a hint: it never faults, whatever the address.
-                #[allow(unused_unsafe)]
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(l * 64));
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = i;
+        let w = self.code_dim as usize / 4;
+        let row = self.codes.as_slice().as_ptr().wrapping_add(i as usize * w);
+        prefetch_bytes(row as *const u8, self.code_dim as usize);
     }
 
-    /// Writes the graph to `path` (a new file), fsync'd. The caller renames it into place.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+    /// Writes the graph to `path` (a new file), fsync'd, and returns its size and CRC32 (for the
+    /// segment manifest). The caller renames it into place.
+    pub fn write(&self, path: &Path) -> std::io::Result<(u64, u32)> {
         let header: [u32; HEADER_WORDS] = [
             MAGIC,
             VERSION,
@@ -697,6 +682,7 @@ impl Graph {
             self.scale.to_bits(),
         ];
         let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create_new(path)?);
+        let (mut size, mut crc) = (0u64, crc32fast::Hasher::new());
         for part in [
             &header[..],
             self.levels.as_slice(),
@@ -705,9 +691,13 @@ impl Graph {
             self.upper.as_slice(),
             self.codes.as_slice(),
         ] {
-            f.write_all(bytemuck::cast_slice(part))?;
+            let bytes: &[u8] = bytemuck::cast_slice(part);
+            crc.update(bytes);
+            size += bytes.len() as u64;
+            f.write_all(bytes)?;
         }
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok((size, crc.finalize()))
     }
 
     /// Checks every level, offset, count and link of a mapped graph (one pass over the links),

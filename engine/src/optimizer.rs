@@ -170,13 +170,15 @@ fn build(job: &Job) -> Result<Arc<Graph>> {
     let final_path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     fsutil::remove_any(&tmp)?;
-    if let Err(e) = graph.write(&tmp) {
-        let _ = fsutil::remove_any(&tmp);
-        return Err(e.into());
-    }
+    let (size, crc32) = match graph.write(&tmp) {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = fsutil::remove_any(&tmp);
+            return Err(e.into());
+        }
+    };
     std::fs::rename(&tmp, &final_path)?;
     fsutil::fsync_dir(dir)?;
-    let bytes = std::fs::read(&final_path)?;
     let replaced: Vec<String> = manifest
         .hnsw
         .iter()
@@ -187,8 +189,8 @@ fn build(job: &Job) -> Result<Arc<Graph>> {
     manifest.files.retain(|f| f.name != name && !replaced.contains(&f.name));
     manifest.files.push(FileEntry {
         name: name.clone(),
-        size: bytes.len() as u64,
-        crc32: crc32fast::hash(&bytes),
+        size,
+        crc32,
     });
     manifest.hnsw.push(HnswLayout {
         name: job.vector.clone(),
